@@ -1,0 +1,531 @@
+"""Per-session frame processing: a one-slot mailbox, a torch worker thread, metrics, hot swap.
+
+Protocol (who may block, what gets dropped):
+
+* ``submit(frame)`` runs on the asyncio event loop for every decoded frame. It never blocks
+  and never touches torch: under a lock held only for O(1) bookkeeping it overwrites the
+  one-slot mailbox, stamps ``received_at`` and wakes the worker. A frame still in the slot
+  when the next one arrives is dropped and counted, so latency stays bounded when
+  processing is slower than input: only the newest frame ever waits.
+* The worker thread ``comfywhip-proc-<name>`` is the only place that blocks. It takes the
+  newest frame, converts it (frames.py), runs the prompt, converts back, publishes a
+  ``ProcessedFrame`` into the ``latest`` slot and calls ``on_processed`` (on the worker).
+* The prompt itself runs on a helper thread ``comfywhip-prompt-<name>`` and the worker waits
+  at most ``frame_timeout`` for it. Python cannot kill a hung thread: on timeout the helper
+  is abandoned (it exits whenever the prompt returns), a fresh helper serves later frames
+  and the hung prompt is not run again until ``set_prompt`` is called.
+* A prompt that raises, returns a non-IMAGE or times out costs that frame (counted as
+  dropped) and sets ``last_error``; later frames use the last prompt that succeeded, or
+  pass through, until ``set_prompt`` re-arms. ``set_prompt`` takes effect at the next
+  frame boundary; the frame in progress finishes with the old prompt.
+* Readers (``latest``, ``wait_processed``, ``stats``) may run on any thread and get
+  immutable snapshots.
+"""
+
+from __future__ import annotations
+
+import bisect
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import av
+import torch
+
+from . import frames
+
+__all__ = [
+    "FrameProcessor",
+    "ProcessedFrame",
+    "ProcessingStats",
+    "PromptOutputError",
+    "RunnablePrompt",
+    "describe_error",
+]
+
+logger = logging.getLogger(__name__)
+
+FPS_WINDOW_S = 2.0
+LATENCY_SAMPLES = 100
+NODE_SAMPLES = 30
+MINUTE_S = 60
+
+
+@runtime_checkable
+class RunnablePrompt(Protocol):
+    """What the worker needs from a prompt (``comfywhip_nb.prompts.Prompt`` fits)."""
+
+    def run_timed(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """IMAGE [B,H,W,3] -> (IMAGE, seconds per node keyed ``"<id>:<ClassType>"``)."""
+        ...
+
+
+class PromptOutputError(ValueError):
+    """A prompt returned something that is not an IMAGE tensor."""
+
+
+def _cpu_budget() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects container CPU sets
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+TORCH_THREADS = max(1, _cpu_budget() // 2)
+"""Intra-op threads for our torch work: decode (aiortc) and processing share the cores, and
+on 2 cores a second torch thread only steals time from the decoder (PERF_NOTES)."""
+
+
+def _configure_torch_threads() -> None:
+    """Lower torch's intra-op threads for the calling thread; never raise them.
+
+    Called at the start of each of our threads, not at import: with the OpenMP backend the
+    count is per calling thread, so this leaves the notebook's main thread alone.
+    """
+    if torch.get_num_threads() > TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the failing node when the exception knows it (``node_id``)."""
+    node_id = getattr(exc, "node_id", None)
+    detail = f"{type(exc).__name__}: {exc}"
+    if node_id is None:
+        return detail
+    prefix = f"node {node_id} ({getattr(exc, 'class_type', None) or '?'})"
+    cause = exc.__cause__
+    if str(exc).startswith(f"node {node_id}"):
+        return str(exc)
+    if cause is not None:
+        detail = f"{type(cause).__name__}: {cause}"
+    return f"{prefix}: {detail}"
+
+
+def _check_output(out: Any) -> torch.Tensor:
+    """First image of a prompt's output as [1,H,W,3] float, or PromptOutputError."""
+    if not isinstance(out, torch.Tensor):
+        raise PromptOutputError(
+            f"prompt output must be an IMAGE tensor [B,H,W,3], got {type(out).__name__}"
+        )
+    if (
+        out.dim() != 4
+        or out.shape[-1] not in (1, 3)
+        or not out.is_floating_point()
+        or 0 in out.shape
+    ):
+        raise PromptOutputError(
+            f"prompt output must be an IMAGE [B,H,W,3] float tensor, "
+            f"got shape {tuple(out.shape)} dtype {out.dtype}"
+        )
+    out = out[:1]
+    return out.expand(-1, -1, -1, 3) if out.shape[-1] == 1 else out
+
+
+@dataclass(frozen=True)
+class ProcessingStats:
+    """A snapshot of one processor's counters; safe to hand to any thread."""
+
+    frames_in: int
+    frames_processed: int
+    frames_dropped: int
+    """Overwritten in the mailbox before the worker took them, plus frames lost to errors."""
+    fps_in: float
+    fps_out: float
+    latency_ms: float
+    """p50 of receipt -> processed over the last ~100 frames."""
+    latency_p95_ms: float
+    prompt_version: int
+    last_error: str | None
+    width: int
+    height: int
+    node_ms: dict[str, float] = field(default_factory=dict)
+    minute_fps: list[float] = field(default_factory=list)
+    """Processed frames in each of the last (up to) 60 whole seconds, oldest first."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProcessedFrame:
+    """One processed frame, published in the ``latest`` slot."""
+
+    frame: av.VideoFrame
+    image: torch.Tensor
+    input_frame: av.VideoFrame
+    received_at: float
+    processed_at: float
+    index: int
+
+
+class _Meter:
+    """Sliding-window counters; not thread-safe (FrameProcessor holds its lock)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.in_times: deque[float] = deque()
+        self.out_times: deque[float] = deque()
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.nodes: deque[dict[str, float]] = deque(maxlen=NODE_SAMPLES)
+        self.node_owner: object = None
+        self.per_second: dict[int, int] = {}  # whole monotonic second -> frames processed
+
+    def on_input(self, now: float) -> None:
+        self.started = now if self.started is None else self.started
+        self.in_times.append(now)
+        self.rate(self.in_times, now)  # prunes, keeping submit() amortised O(1)
+
+    def on_output(self, now: float, latency: float, timings: dict[str, float], owner: object) -> None:
+        self.out_times.append(now)
+        self.rate(self.out_times, now)
+        self.latencies.append(latency)
+        if owner is not self.node_owner:  # a swapped prompt has other nodes
+            self.nodes.clear()
+            self.node_owner = owner
+        if timings:
+            self.nodes.append(dict(timings))
+        second = int(now)
+        self.per_second[second] = self.per_second.get(second, 0) + 1
+        while next(iter(self.per_second)) < second - MINUTE_S:  # dicts keep insertion order
+            del self.per_second[next(iter(self.per_second))]
+
+    def rate(self, times: deque[float], now: float) -> float:
+        while times and times[0] <= now - FPS_WINDOW_S:
+            times.popleft()
+        if self.started is None or (now - self.started < FPS_WINDOW_S and len(times) < 2):
+            return 0.0
+        if now - self.started >= FPS_WINDOW_S:
+            return len(times) / FPS_WINDOW_S
+        return (len(times) - 1) / max(now - times[0], 1e-6)  # first seconds of a stream
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3 if ordered else 0.0
+
+    def node_means_ms(self) -> dict[str, float]:
+        samples: dict[str, list[float]] = {}
+        for timing in self.nodes:
+            for key, seconds in timing.items():
+                samples.setdefault(key, []).append(seconds)
+        return {key: 1e3 * sum(v) / len(v) for key, v in samples.items()}
+
+    def minute_fps(self, now: float) -> list[float]:
+        if self.started is None:
+            return []
+        current = int(now)
+        first = max(int(self.started), current - MINUTE_S)
+        return [float(self.per_second.get(s, 0)) for s in range(first, current)]
+
+
+class _Stopped(Exception):
+    """The processor stopped while a prompt was running."""
+
+
+class _PromptRunner:
+    """A daemon thread that runs prompts so the worker can stop waiting on a hung one.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one hung prompt
+    would hang the kernel's shutdown.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, torch.Tensor, Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._pending: Future[Any] | None = None
+        self.thread = threading.Thread(
+            target=self._loop, name=f"comfywhip-prompt-{name}", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, prompt: Any, image: torch.Tensor, timeout: float) -> Any:
+        """Result of ``run_timed`` (or ``(run(), {})``); raises the prompt's exception,
+        ``concurrent.futures.TimeoutError``, or ``_Stopped`` after ``close``."""
+        self._pending = future: Future[Any] = Future()
+        self._jobs.put((prompt, image, future))
+        return future.result(timeout)
+
+    def close(self, join_timeout: float = 0.0) -> None:
+        self._jobs.put(None)
+        pending = self._pending
+        if pending is not None:
+            with contextlib.suppress(InvalidStateError):
+                pending.set_exception(_Stopped())  # unblocks a worker waiting on it
+        if join_timeout > 0:
+            self.thread.join(join_timeout)
+
+    def _loop(self) -> None:
+        _configure_torch_threads()
+        while (job := self._jobs.get()) is not None:
+            prompt, image, future = job
+            try:
+                run_timed = getattr(prompt, "run_timed", None)
+                result = run_timed(image) if run_timed else (prompt.run(image), {})
+            except BaseException as exc:
+                with contextlib.suppress(InvalidStateError):  # abandoned after timeout/stop
+                    future.set_exception(exc)
+            else:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_result(result)
+
+
+class FrameProcessor:
+    """Runs one session's frames through its current prompt on a worker thread."""
+
+    def __init__(
+        self,
+        name: str,
+        prompt: RunnablePrompt | None = None,
+        prompt_version: int = 0,
+        *,
+        frame_timeout: float = 2.0,
+        on_processed: Callable[[ProcessedFrame], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.frame_timeout = frame_timeout
+        self._on_processed = on_processed
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # worker waits for a frame
+        self._done = threading.Condition(self._lock)  # readers wait for a processed frame
+        self._mailbox: tuple[av.VideoFrame, float] | None = None
+        self._quit = False
+        self._thread: threading.Thread | None = None
+        self._runner: _PromptRunner | None = None
+        # prompt state: (prompt, version, generation); generation counts set_prompt calls
+        self._prompt = prompt
+        self._version = prompt_version
+        self._generation = 0
+        self._broken_generation = -1  # == _generation while the current prompt is benched
+        self._last_good: Any = None  # worker thread only
+        # counters (under _lock)
+        self._frames_in = 0
+        self._processed = 0
+        self._dropped = 0
+        self._last_error: str | None = None
+        self._size = (0, 0)
+        self._latest: ProcessedFrame | None = None
+        self._meter = _Meter()
+        self._callback_errors = 0
+
+    def _log_prefix(self) -> str:
+        return f"WHIP: {self.name}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the daemon worker thread; a second call is a no-op."""
+        with self._lock:
+            if self._quit:
+                raise RuntimeError(f"{self._log_prefix()} processor was stopped")
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"comfywhip-proc-{self.name}", daemon=True
+            )
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Idempotent: ask the worker to quit, unblock it, and join it (and the helper)."""
+        with self._lock:
+            self._quit = True
+            runner, self._runner = self._runner, None
+            self._work.notify_all()
+            self._done.notify_all()
+        if runner is not None:
+            runner.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("%s worker did not stop within %.1f s", self._log_prefix(), timeout)
+        if runner is not None:
+            runner.close(join_timeout=min(timeout, 0.5))
+
+    # -- event loop side ---------------------------------------------------------------------
+    def submit(self, frame: av.VideoFrame) -> None:
+        """Put ``frame`` in the mailbox (O(1), never blocks); counts the one it overwrites."""
+        now = time.monotonic()
+        with self._lock:
+            self._frames_in += 1
+            if self._mailbox is not None:
+                self._dropped += 1
+            self._mailbox = (frame, now)
+            self._size = (frame.width, frame.height)
+            self._meter.on_input(now)
+            self._work.notify()
+
+    # -- any thread --------------------------------------------------------------------------
+    def set_prompt(self, prompt: RunnablePrompt | None, version: int) -> None:
+        """Swap the prompt at the next frame boundary; clears ``last_error`` and re-arms."""
+        with self._lock:
+            self._prompt = prompt
+            self._version = version
+            self._generation += 1
+            self._last_error = None
+
+    def latest(self) -> ProcessedFrame | None:
+        with self._lock:
+            return self._latest
+
+    def wait_processed(self, after_index: int, timeout: float) -> ProcessedFrame | None:
+        """Block until a frame with ``index > after_index`` exists; None on timeout/stop."""
+
+        def ready() -> bool:
+            return self._quit or (self._latest is not None and self._latest.index > after_index)
+
+        with self._lock:
+            self._done.wait_for(ready, timeout)
+            latest = self._latest
+        return latest if latest is not None and latest.index > after_index else None
+
+    def stats(self) -> ProcessingStats:
+        now = time.monotonic()
+        with self._lock:
+            meter = self._meter
+            return ProcessingStats(
+                frames_in=self._frames_in,
+                frames_processed=self._processed,
+                frames_dropped=self._dropped,
+                fps_in=meter.rate(meter.in_times, now),
+                fps_out=meter.rate(meter.out_times, now),
+                latency_ms=meter.percentile_ms(0.5),
+                latency_p95_ms=meter.percentile_ms(0.95),
+                prompt_version=self._version,
+                last_error=self._last_error,
+                width=self._size[0],
+                height=self._size[1],
+                node_ms=meter.node_means_ms(),
+                minute_fps=meter.minute_fps(now),
+            )
+
+    # -- worker thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        _configure_torch_threads()
+        logger.debug("%s worker started (%d torch threads)", self._log_prefix(), TORCH_THREADS)
+        while True:
+            with self._lock:
+                self._work.wait_for(lambda: self._mailbox is not None or self._quit)
+                if self._quit:
+                    break
+                assert self._mailbox is not None
+                (frame, received_at), self._mailbox = self._mailbox, None
+                current, generation = self._prompt, self._generation
+                benched = self._broken_generation == generation
+            chosen = current
+            if benched:
+                chosen = self._last_good if self._last_good is not current else None
+            try:
+                self._process(frame, received_at, chosen, current, generation)
+            except _Stopped:
+                break
+            except Exception as exc:  # keep the stream alive whatever happens
+                message = f"frame processing failed: {describe_error(exc)}"
+                self._fail(chosen, current, generation, message)
+        logger.debug("%s worker stopped", self._log_prefix())
+
+    def _runner_for_frame(self) -> _PromptRunner:
+        with self._lock:
+            if self._quit:
+                raise _Stopped()
+            if self._runner is None:
+                self._runner = _PromptRunner(self.name)
+            return self._runner
+
+    def _process(
+        self,
+        frame: av.VideoFrame,
+        received_at: float,
+        prompt: Any,
+        current: Any,
+        generation: int,
+    ) -> None:
+        """Run ``prompt`` (the current one, or its fallback) on one frame and publish it."""
+        image = frames.frame_to_image(frame, getattr(prompt, "device", None))
+        timings: dict[str, float] = {}
+        if prompt is None:
+            out = image
+            passthrough = frame.format.name in ("yuv420p", "rgb24")
+            out_frame = frame if passthrough else frames.image_to_frame(image, like=frame)
+        else:
+            runner = self._runner_for_frame()
+            try:
+                result, timings = runner.run(prompt, image, self.frame_timeout)
+                out = _check_output(result)
+            except concurrent.futures.TimeoutError:
+                with self._lock:
+                    if self._runner is runner:
+                        self._runner = None
+                runner.close()  # abandoned: its thread ends whenever the prompt returns
+                self._fail(
+                    prompt,
+                    current,
+                    generation,
+                    f"node timed out after {self.frame_timeout:g} s (its thread cannot be "
+                    "killed; passing frames through until a new prompt is set)",
+                )
+                return
+            except _Stopped:
+                raise
+            except Exception as exc:
+                self._fail(prompt, current, generation, describe_error(exc))
+                return
+            self._last_good = prompt
+            out_frame = frames.image_to_frame(out, like=frame)
+        self._publish(frame, out_frame, out, received_at, timings, prompt)
+
+    def _publish(
+        self,
+        frame: av.VideoFrame,
+        out_frame: av.VideoFrame,
+        out: torch.Tensor,
+        received_at: float,
+        timings: dict[str, float],
+        prompt: object,
+    ) -> None:
+        image = out.to("cpu", torch.float32)
+        now = time.monotonic()
+        with self._lock:
+            self._processed += 1
+            processed = ProcessedFrame(
+                frame=out_frame,
+                image=image,
+                input_frame=frame,
+                received_at=received_at,
+                processed_at=now,
+                index=self._processed,
+            )
+            self._latest = processed
+            self._meter.on_output(now, now - received_at, timings, prompt)
+            self._done.notify_all()
+        if self._on_processed is not None:
+            try:
+                self._on_processed(processed)
+            except Exception:
+                self._callback_errors += 1
+                if self._callback_errors in (1, 10, 100) or self._callback_errors % 1000 == 0:
+                    logger.exception(
+                        "%s on_processed callback failed (%d times)",
+                        self._log_prefix(),
+                        self._callback_errors,
+                    )
+
+    def _fail(self, prompt: Any, current: Any, generation: int, message: str) -> None:
+        """Count the frame as dropped, record the error and bench the failing prompt."""
+        if prompt is not None and prompt is self._last_good:
+            self._last_good = None
+        with self._lock:
+            self._dropped += 1
+            self._last_error = message
+            version = self._version
+            # A set_prompt that raced with this frame wins: bench only the prompt still set.
+            if prompt is not None and prompt is current and generation == self._generation:
+                self._broken_generation = generation
+        fallback = "last good prompt" if self._last_good is not None else "passthrough"
+        logger.warning(
+            "%s prompt v%d failed: %s; using %s", self._log_prefix(), version, message, fallback
+        )

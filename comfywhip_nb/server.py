@@ -1,0 +1,414 @@
+"""``WhipServer``: the WHIP server as a notebook-friendly object.
+
+Who owns what:
+- The server owns one daemon thread running its *own* asyncio loop; aiohttp, aiortc and all
+  session state live there. The kernel's loop is never touched and ``nest_asyncio`` is never
+  applied (the original is archived and breaks ``asyncio.current_task()`` on new Pythons).
+- Public methods are synchronous, thread-safe wrappers: they hand a coroutine to the loop
+  with ``asyncio.run_coroutine_threadsafe`` and wait with a timeout. This module is the only
+  one that crosses that boundary (plus the per-session torch workers in ``processing.py``).
+- Snapshots returned to the caller (``sessions``, ``stats()``) are copies.
+- Re-running a cell that starts a server on the same host/port stops the previous instance
+  first (a process-wide registry of running servers), so no zombie keeps the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import errno
+import logging
+import ssl
+import threading
+import weakref
+from collections.abc import Coroutine
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .api import setup_api_routes
+from .core import ServerConfig, WhipCore
+from .ice import IceServer, ice_servers_from_env, parse_ice_server_arg
+from .prompt_store import PromptStore
+from .sessions import SessionInfo
+from .whip import CORE_KEY, middlewares, setup_whip_routes
+
+__all__ = ["WhipServer"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: running servers by (host, port), so re-running a notebook cell can stop the old one
+_RUNNING: dict[tuple[str, int], weakref.ref[WhipServer]] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _coerce_ice_servers(servers: Any) -> list[IceServer]:
+    if servers is None:
+        return ice_servers_from_env()
+    result = []
+    for item in servers:
+        if isinstance(item, IceServer):
+            result.append(item)
+        elif isinstance(item, str):
+            result.append(parse_ice_server_arg(item))
+        elif isinstance(item, dict):
+            result.append(IceServer(**item))
+        else:
+            raise TypeError(f"ice_servers entries must be IceServer, str or dict, got {item!r}")
+    return result
+
+
+class WhipServer:
+    """A WHIP ingest server running in a background thread of this process.
+
+    >>> server = WhipServer(port=0).start()
+    >>> server.whip_url  # doctest: +SKIP
+    'http://127.0.0.1:40321/whip'
+    >>> server.stop()
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8889,
+        prompts: Any = None,
+        token: str | None = None,
+        ice_servers: Any = None,
+        max_sessions: int = 8,
+        *,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        strict_if_match: bool = False,
+        media_timeout: float = 15.0,
+        connect_timeout: float = 30.0,
+        frame_timeout: float = 2.0,
+        cors_origins: str = "*",
+        prompts_dir: str | Path | None = None,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
+        if (cert is None) != (key is None):
+            raise ValueError("HTTPS needs both cert and key")
+        self.config = ServerConfig(
+            host=host,
+            port=int(port),
+            token=token or None,
+            ice_servers=_coerce_ice_servers(ice_servers),
+            max_sessions=max_sessions,
+            strict_if_match=strict_if_match,
+            media_timeout=media_timeout,
+            connect_timeout=connect_timeout,
+            frame_timeout=frame_timeout,
+            cors_origins=cors_origins,
+            prompts_dir=str(prompts_dir) if prompts_dir else None,
+        )
+        self._cert, self._key = cert, key
+        initial = self._load(prompts) if prompts is not None else None
+        self._store = PromptStore(initial)
+        self._core: WhipCore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+        self._lock = threading.RLock()
+
+    # -- prompt validation happens in the caller's thread: errors surface in the cell ------
+    def _load(self, prompts: Any) -> Any:
+        from .prompts import load_prompt
+
+        return load_prompt(prompts, allowed_dir=self.config.prompts_dir)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 15.0) -> WhipServer:
+        """Bind and serve; returns once bound. Raises ``OSError`` naming a taken port."""
+        with self._lock:
+            if self.running:
+                return self
+            self._stop_previous_on_same_port()
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+            failure: list[BaseException] = []
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                try:
+                    loop.run_until_complete(self._startup())
+                except BaseException as exc:
+                    failure.append(exc)
+                    started.set()
+                    loop.run_until_complete(self._cleanup())
+                    loop.close()
+                    return
+                started.set()
+                loop.run_forever()
+                # stop() ended run_forever: finish cleanup here, on the loop's own thread
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+            self._loop = loop
+            self._thread = threading.Thread(target=run, name="comfywhip-server", daemon=True)
+            self._thread.start()
+            if not started.wait(timeout):
+                raise TimeoutError(f"WhipServer did not start within {timeout} s")
+            if failure:
+                self._thread.join(timeout)
+                self._thread = None
+                self._loop = None
+                raise self._explain(failure[0])
+            with _RUNNING_LOCK:
+                _RUNNING[(self.config.host, self.port)] = weakref.ref(self)
+            logger.info("WHIP: server listening on %s", self.whip_url)
+            return self
+
+    def _explain(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            what = "already in use" if exc.errno == errno.EADDRINUSE else "not allowed"
+            return OSError(
+                exc.errno,
+                f"cannot listen on {self.config.host}:{self.config.port}: the port is {what} "
+                "(another program, or a server started elsewhere in this kernel). Stop it, "
+                "choose another port, or pass port=0 to pick a free one.",
+            )
+        return exc
+
+    def _stop_previous_on_same_port(self) -> None:
+        if self.config.port == 0:
+            return
+        with _RUNNING_LOCK:
+            ref = _RUNNING.get((self.config.host, self.config.port))
+        previous = ref() if ref else None
+        if previous is not None and previous is not self and previous.running:
+            logger.warning(
+                "WHIP: stopping the previous server on %s:%s (cell re-run)",
+                self.config.host,
+                self.config.port,
+            )
+            previous.stop()
+
+    async def _startup(self) -> None:
+        self._core = WhipCore(self.config, self._store)
+        app = web.Application(
+            middlewares=middlewares(self._core),
+            client_max_size=max(self.config.max_json_bytes, self.config.max_sdp_bytes) + 1024,
+        )
+        app[CORE_KEY] = self._core
+        setup_whip_routes(app)
+        setup_api_routes(app)
+        self._install_extensions(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.config.host,
+            self.config.port,
+            ssl_context=self._ssl_context(),
+            reuse_address=True,
+        )
+        await site.start()
+        await self._core.startup()
+        addresses = self._runner.addresses
+        self._bound_port = int(addresses[0][1]) if addresses else self.config.port
+
+    def _install_extensions(self, app: web.Application) -> None:
+        """Optional modules (WHEP, ComfyStream compatibility, events) add their routes."""
+        for name in ("whep", "compat", "events"):
+            try:
+                module = __import__(f"comfywhip_nb.{name}", fromlist=["setup_routes"])
+            except ImportError:
+                continue
+            setup = getattr(module, "setup_routes", None)
+            if setup is not None:
+                setup(app)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self._cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self._cert), str(self._key))
+        return context
+
+    async def _cleanup(self) -> None:
+        if self._core is not None:
+            await self._core.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every session and free the port. Idempotent; safe from any thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            if thread.is_alive() and not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(self._cleanup(), loop)
+                with contextlib.suppress(Exception):
+                    future.result(timeout)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            self._loop = self._thread = None
+            with _RUNNING_LOCK:
+                key = (self.config.host, self._bound_port or self.config.port)
+                ref = _RUNNING.get(key)
+                if ref is not None and ref() is self:
+                    del _RUNNING[key]
+            logger.info("WHIP: server on port %s stopped", self._bound_port)
+
+    def __enter__(self) -> WhipServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the thread boundary --------------------------------------------------------------
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        loop = self._loop
+        if loop is None or not self.running:
+            coro.close()
+            raise RuntimeError("the server is not running; call start() first")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("blocking WhipServer calls cannot run on the server's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    @property
+    def core(self) -> WhipCore:
+        if self._core is None:
+            raise RuntimeError("the server is not running; call start() first")
+        return self._core
+
+    # -- public, thread-safe API ----------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._bound_port if self._bound_port is not None else self.config.port
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self._cert else "http"
+        host = self.config.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def whip_url(self) -> str:
+        return f"{self.url}/whip"
+
+    @property
+    def sessions(self) -> MappingProxyType[str, SessionInfo]:
+        """Immutable snapshot ``{id: SessionInfo}`` (empty when stopped)."""
+        if not self.running:
+            return MappingProxyType({})
+
+        async def snap() -> dict[str, SessionInfo]:
+            return self.core.sessions.snapshot()
+
+        return MappingProxyType(self._call(snap()))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """The same data as ``GET /whip-stats``."""
+        return {sid: info.to_dict() for sid, info in self.sessions.items()}
+
+    def set_prompts(
+        self, prompts: Any, channel: str | None = None, *, session: str | None = None
+    ) -> int:
+        """Validate ``prompts`` (``PromptError`` on problems), then swap atomically.
+
+        ``channel=None`` sets the server default; a channel or a session id narrows it.
+        ``prompts=None`` clears a channel/session prompt (or sets passthrough as default).
+        Returns the new prompt version.
+        """
+        prompt = self._load(prompts) if prompts is not None else None
+        if not self.running:
+            if channel is None and session is None:
+                return self._store.set_default(prompt).version
+            if session is None:
+                return self._store.set_channel(channel, prompt).version
+            raise RuntimeError("the server is not running; sessions have no prompt yet")
+
+        async def swap() -> int:
+            return self.core.swap_prompts(prompt, channel=channel, session_id=session).version
+
+        try:
+            return self._call(swap())
+        except KeyError:
+            raise KeyError(f"no session {session!r}") from None
+
+    def _pick_session(self, session_id: str | None) -> Any:
+        core = self.core
+        if session_id is not None:
+            session = core.sessions.get(session_id)
+            if session is None:
+                raise KeyError(f"no session {session_id!r}")
+            return session
+        live = [s for s in core.sessions.values() if s.processor.latest() is not None]
+        return max(live, key=lambda s: s.created_mono) if live else None
+
+    def latest_frame(self, session_id: str | None = None, kind: str = "pil") -> Any:
+        """Newest processed frame of a session (default: the newest session with one).
+
+        ``kind``: ``"pil"`` (PIL.Image), ``"ndarray"`` (uint8 HxWx3), ``"tensor"`` (IMAGE
+        [1,H,W,3] float32) or ``"processed"`` (the ``ProcessedFrame`` record). ``None`` when
+        nothing has been processed yet.
+        """
+        from . import frames
+
+        if not self.running:
+            return None
+        session = self._pick_session(session_id)
+        latest = session.processor.latest() if session is not None else None
+        if latest is None:
+            return None
+        if kind == "pil":
+            return frames.to_pil(latest.image)
+        if kind == "ndarray":
+            return frames.image_to_ndarray(latest.image)
+        if kind == "tensor":
+            return latest.image
+        if kind == "processed":
+            return latest
+        raise ValueError(f"kind must be pil, ndarray, tensor or processed, got {kind!r}")
+
+    def close_session(self, session_id: str) -> bool:
+        """End one session as a DELETE would; returns False for an unknown id."""
+
+        async def close() -> bool:
+            return await self.core.close_session(session_id, "closed from Python")
+
+        return self._call(close())
+
+    def dashboard(self) -> Any:
+        """The ipywidgets dashboard: sessions, live preview, prompt editor, stats plot."""
+        from .widgets import Dashboard
+
+        return Dashboard(self)
+
+    def __repr__(self) -> str:
+        state = f"running at {self.whip_url}" if self.running else "stopped"
+        return f"<WhipServer {state}, {len(self.sessions) if self.running else 0} sessions>"
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _RUNNING_LOCK:
+        servers = [ref() for ref in _RUNNING.values()]
+    for server in servers:
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.stop(timeout=2.0)

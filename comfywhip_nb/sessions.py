@@ -1,0 +1,245 @@
+"""Sessions: one RTCPeerConnection each, their media consumers, state and snapshots.
+
+Everything here runs on the server's event loop (see ``server.py``). The only thing handed
+to other threads is a frozen ``SessionInfo`` copy. Media is consumed continuously: every
+decoded video frame goes straight into the session's ``FrameProcessor`` mailbox (O(1)), so
+aiortc's unbounded receive queue never grows; audio frames are counted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+
+from .processing import FrameProcessor, ProcessingStats
+
+__all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def new_resource_id() -> str:
+    """Unguessable resource id (RFC 9725 §4.2 leaves the URL to the server)."""
+    return secrets.token_urlsafe(16)
+
+
+def new_etag() -> str:
+    """A strong entity-tag identifying one ICE session (RFC 9725 §4.3.1)."""
+    return f'"{secrets.token_hex(8)}"'
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A copy of one session's state, safe to hand to the kernel thread."""
+
+    id: str
+    kind: str
+    """``whip`` (publisher), ``whep`` (viewer) or ``offer`` (ComfyStream-style send-receive)."""
+    created_at: float
+    connection_state: str
+    has_video: bool
+    has_audio: bool
+    channel_id: str
+    prompt_source: str
+    """Where the running prompt comes from: ``session``, ``channel`` or ``default``."""
+    frames_in: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    audio_frames_in: int = 0
+    fps_in: float = 0.0
+    fps_out: float = 0.0
+    latency_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    prompt_version: int = 0
+    last_error: str | None = None
+    width: int = 0
+    height: int = 0
+    node_ms: dict[str, float] = field(default_factory=dict)
+    minute_fps: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``/whip-stats`` entry for this session."""
+        return {
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "connection_state": self.connection_state,
+            "has_video": self.has_video,
+            "has_audio": self.has_audio,
+            "channel_id": self.channel_id,
+            "prompt_source": self.prompt_source,
+            "frames_in": self.frames_in,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "audio_frames_in": self.audio_frames_in,
+            "fps_in": round(self.fps_in, 2),
+            "fps_out": round(self.fps_out, 2),
+            "latency_ms": round(self.latency_ms, 2),
+            "latency_p95_ms": round(self.latency_p95_ms, 2),
+            "prompt_version": self.prompt_version,
+            "last_error": self.last_error,
+            "width": self.width,
+            "height": self.height,
+            "node_ms": {k: round(v, 3) for k, v in self.node_ms.items()},
+        }
+
+
+class Session:
+    """One WHIP resource: its peer connection, track consumers and frame processor."""
+
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        *,
+        channel_id: str,
+        kind: str = "whip",
+        remote_ufrag: str | None = None,
+        remote_pwd: str | None = None,
+        frame_timeout: float = 2.0,
+    ) -> None:
+        self.id = new_resource_id()
+        self.pc = pc
+        self.kind = kind
+        self.channel_id = channel_id
+        self.created_at = time.time()
+        self.created_mono = time.monotonic()
+        self.etag = new_etag()
+        self.remote_ufrag = remote_ufrag
+        self.remote_pwd = remote_pwd
+        self.has_video = False
+        self.has_audio = False
+        self.audio_frames_in = 0
+        self.last_media_at: float | None = None
+        self.connected_at: float | None = None
+        self.prompt_source = "default"
+        #: a prompt that only this session runs (``?prompts=`` on POST), or None
+        self.session_prompt: Any = None
+        self.closed = False
+        self.processor = FrameProcessor(self.id[:8], frame_timeout=frame_timeout)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_close: list[Callable[[Session], None]] = []
+
+    # -- logging helper: every protocol message names the session ------------------------
+    def log(self, level: int, msg: str, *args: object) -> None:
+        logger.log(level, "WHIP: %s " + msg, self.id[:8], *args)
+
+    @property
+    def connection_state(self) -> str:
+        return "closed" if self.closed else self.pc.connectionState
+
+    def add_close_callback(self, callback: Callable[[Session], None]) -> None:
+        self._on_close.append(callback)
+
+    def attach_track(self, track: MediaStreamTrack) -> None:
+        """Start consuming ``track`` at once; called from aiortc's ``track`` event."""
+        self.log(logging.INFO, "track received: %s", track.kind)
+        if track.kind == "video":
+            self.has_video = True
+            self.processor.start()
+            task = asyncio.ensure_future(self._consume_video(track))
+        else:
+            self.has_audio = True
+            task = asyncio.ensure_future(self._consume_audio(track))
+        self._tasks.append(task)
+
+    async def _consume_video(self, track: MediaStreamTrack) -> None:
+        submit = self.processor.submit
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                self.last_media_at = time.monotonic()
+                submit(frame)
+
+    async def _consume_audio(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                await track.recv()
+                self.last_media_at = time.monotonic()
+                self.audio_frames_in += 1
+
+    def info(self) -> SessionInfo:
+        stats: ProcessingStats = self.processor.stats()
+        return SessionInfo(
+            id=self.id,
+            kind=self.kind,
+            created_at=self.created_at,
+            connection_state=self.connection_state,
+            has_video=self.has_video,
+            has_audio=self.has_audio,
+            channel_id=self.channel_id,
+            prompt_source=self.prompt_source,
+            frames_in=stats.frames_in,
+            frames_processed=stats.frames_processed,
+            frames_dropped=stats.frames_dropped,
+            audio_frames_in=self.audio_frames_in,
+            fps_in=stats.fps_in,
+            fps_out=stats.fps_out,
+            latency_ms=stats.latency_ms,
+            latency_p95_ms=stats.latency_p95_ms,
+            prompt_version=stats.prompt_version,
+            last_error=stats.last_error,
+            width=stats.width,
+            height=stats.height,
+            node_ms=dict(stats.node_ms),
+            minute_fps=tuple(stats.minute_fps),
+        )
+
+    async def close(self, reason: str = "closed") -> None:
+        """Close the peer connection, stop consumers and the worker thread. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.log(logging.INFO, "terminated (%s)", reason)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        # joining the torch worker may take up to one frame: never on the event loop
+        await asyncio.get_running_loop().run_in_executor(None, self.processor.stop)
+        for callback in self._on_close:
+            try:
+                callback(self)
+            except Exception:  # a broken observer must not keep a session alive
+                logger.exception("WHIP: %s close callback failed", self.id[:8])
+
+
+class SessionRegistry:
+    """The live sessions, keyed by resource id. Loop-thread only."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def add(self, session: Session) -> None:
+        self._sessions[session.id] = session
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def pop(self, session_id: str) -> Session | None:
+        return self._sessions.pop(session_id, None)
+
+    def values(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def count(self, kind: str) -> int:
+        return sum(1 for s in self._sessions.values() if s.kind == kind)
+
+    def snapshot(self) -> dict[str, SessionInfo]:
+        return {sid: s.info() for sid, s in self._sessions.items()}

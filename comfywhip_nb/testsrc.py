@@ -1,0 +1,238 @@
+"""Built-in media sources for the WHIP client: no camera, no files, no network needed.
+
+* ``TestPatternTrack``: moving colour bars, a bouncing box, a frame counter and a 16-bit
+  binary frame code (so a receiver can tell which frame it got), or one solid colour.
+* ``ImageLoopTrack``: a still or animated image repeated forever.
+* ``SineAudioTrack``: a 440 Hz tone.
+
+Frames are paced in real time: frame ``n`` is due ``n / rate`` seconds after the first one was
+requested, and its pts counts in the codec clock (1/90000 for video, 1/sample_rate for audio),
+so a slow consumer sees frames late but never with compressed timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+from aiortc import AudioStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from PIL import Image, ImageDraw, ImageFont, ImageSequence
+
+__all__ = ["ImageLoopTrack", "SineAudioTrack", "TestPatternTrack"]
+
+VIDEO_CLOCK_RATE = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+RGB = tuple[int, int, int]
+
+# 75 % SMPTE-like bars: white, yellow, cyan, green, magenta, red, blue, black.
+_BARS: list[RGB] = [
+    (191, 191, 191),
+    (191, 191, 0),
+    (0, 191, 191),
+    (0, 191, 0),
+    (191, 0, 191),
+    (191, 0, 0),
+    (0, 0, 191),
+    (16, 16, 16),
+]
+
+
+class _Pacer:
+    """Real-time schedule: item ``n`` is due at ``start + n / rate``."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive; got {rate!r}")
+        self.rate = rate
+        self.index = -1
+        self._start = 0.0
+
+    async def next(self) -> int:
+        self.index += 1
+        if self.index == 0:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self.index / self.rate - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return self.index
+
+
+def _check_rgb(color: RGB) -> RGB:
+    r, g, b = (int(c) for c in color)
+    if not all(0 <= c <= 255 for c in (r, g, b)):
+        raise ValueError(f"colour components must be 0..255; got {color!r}")
+    return (r, g, b)
+
+
+def _triangle(step: int, span: int) -> int:
+    """Bounce between 0 and ``span``."""
+    if span <= 0:
+        return 0
+    phase = step % (2 * span)
+    return phase if phase <= span else 2 * span - phase
+
+
+class TestPatternTrack(VideoStreamTrack):
+    """A moving test pattern (or one solid colour) at ``width`` x ``height`` and ``fps``."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(
+        self,
+        width: int = 640,
+        height: int = 480,
+        fps: float = 30,
+        *,
+        solid_color: RGB | None = None,
+    ) -> None:
+        super().__init__()
+        if width < 16 or height < 16 or width % 2 or height % 2:
+            # yuv420p, which every WebRTC encoder uses, needs even dimensions.
+            raise ValueError(f"width and height must be even and >= 16; got {width}x{height}")
+        self.width, self.height, self.fps = width, height, fps
+        self._pacer = _Pacer(fps)
+        self._solid: RGB | None = None
+        self._solid_array: np.ndarray | None = None
+        columns = np.arange(width) * len(_BARS) // width
+        row = np.array(_BARS, dtype=np.uint8)[columns]
+        self._bars = np.ascontiguousarray(np.broadcast_to(row, (height, width, 3)))
+        self._box = max(8, height // 6)
+        self._font = _load_font(max(12, height // 20))
+        if solid_color is not None:
+            self.set_color(solid_color)
+
+    @property
+    def frames_sent(self) -> int:
+        """How many frames ``recv()`` has returned."""
+        return self._pacer.index + 1
+
+    def set_color(self, color: RGB | None) -> None:
+        """Switch to one solid colour (every frame exactly ``color``), or back to the pattern."""
+        if color is None:
+            self._solid, self._solid_array = None, None
+            return
+        self._solid = _check_rgb(color)
+        self._solid_array = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        self._solid_array[:] = self._solid
+
+    def render(self, n: int) -> np.ndarray:
+        """Frame ``n`` as an RGB ``uint8`` array of shape ``(height, width, 3)``; no pacing."""
+        if self._solid_array is not None:
+            return self._solid_array
+        w, h, s = self.width, self.height, self._box
+        arr = np.roll(self._bars, -((n * 4) % w), axis=1)
+        x, y = _triangle(n * 6, w - s), _triangle(n * 4, h - s)
+        arr[y : y + s, x : x + s] = 0
+        arr[y + 2 : y + s - 2, x + 2 : x + s - 2] = 255
+        # 16-bit frame code along the bottom edge: white cell = 1, black = 0, MSB first.
+        cell = max(4, w // 40)
+        for bit in range(16):
+            arr[h - cell :, bit * cell : (bit + 1) * cell] = 255 if (n >> (15 - bit)) & 1 else 0
+        label = Image.new("RGB", (cell * 12, cell * 2 + 8), (0, 0, 0))
+        ImageDraw.Draw(label).text((4, 4), f"#{n:06d}", fill=(255, 255, 255), font=self._font)
+        lh, lw = min(label.height, h), min(label.width, w)
+        arr[:lh, :lw] = np.asarray(label)[:lh, :lw]
+        return arr
+
+    @staticmethod
+    def decode_frame_code(rgb: np.ndarray) -> int:
+        """Read back the frame code written by ``render`` (survives lossy encoding)."""
+        h, w = rgb.shape[:2]
+        cell = max(4, w // 40)
+        row = rgb[h - cell // 2, :, :].mean(axis=1)
+        bits = [row[bit * cell + cell // 2] > 127 for bit in range(16)]
+        return sum(1 << (15 - i) for i, b in enumerate(bits) if b)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self._pacer.next()
+        frame = av.VideoFrame.from_ndarray(self.render(n), format="rgb24")
+        frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+
+def _load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow built without FreeType: bitmap font
+        return ImageFont.load_default()
+
+
+class ImageLoopTrack(VideoStreamTrack):
+    """A still image, or the frames of an animated one, repeated forever at ``fps``.
+
+    Images larger than ``max_size`` are scaled down to fit (aspect kept); odd dimensions are
+    trimmed by one pixel because yuv420p needs even ones.
+    """
+
+    def __init__(
+        self, path: str | Path, fps: float = 30, max_size: tuple[int, int] | None = (1280, 720)
+    ) -> None:
+        super().__init__()
+        self.fps = fps
+        self._pacer = _Pacer(fps)
+        self._frames: list[np.ndarray] = []
+        with Image.open(path) as image:
+            for page in ImageSequence.Iterator(image):
+                rgb = page.convert("RGB")
+                if max_size is not None:
+                    rgb.thumbnail(max_size)
+                w, h = rgb.width - rgb.width % 2, rgb.height - rgb.height % 2
+                if w < 2 or h < 2:
+                    raise ValueError(f"image {path} is too small: {rgb.width}x{rgb.height}")
+                self._frames.append(np.asarray(rgb)[:h, :w].copy())
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the frames sent."""
+        h, w = self._frames[0].shape[:2]
+        return w, h
+
+    @property
+    def frame_count(self) -> int:
+        """Distinct frames in one loop (1 for a still image)."""
+        return len(self._frames)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self._pacer.next()
+        frame = av.VideoFrame.from_ndarray(self._frames[n % len(self._frames)], format="rgb24")
+        frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+
+class SineAudioTrack(AudioStreamTrack):
+    """A continuous sine tone in 20 ms mono s16 frames (what Opus packetizes)."""
+
+    def __init__(
+        self, frequency: float = 440.0, sample_rate: int = 48000, volume: float = 0.3
+    ) -> None:
+        super().__init__()
+        self.frequency, self.sample_rate, self.volume = frequency, sample_rate, volume
+        self.samples_per_frame = sample_rate // 50
+        self._pacer = _Pacer(50)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self._pacer.next()
+        start = n * self.samples_per_frame
+        t = (start + np.arange(self.samples_per_frame)) / self.sample_rate
+        wave = np.sin(2 * np.pi * self.frequency * t) * (self.volume * 32767)
+        frame = av.AudioFrame.from_ndarray(
+            wave.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self.sample_rate
+        frame.pts = start
+        frame.time_base = fractions.Fraction(1, self.sample_rate)
+        return frame
