@@ -74,8 +74,12 @@ async def metrics(request: web.Request) -> web.Response:
     series = [
         ("frames_in_total", "counter", "Video frames received.", "frames_in"),
         ("frames_processed_total", "counter", "Video frames processed.", "frames_processed"),
-        ("frames_dropped_total", "counter", "Frames dropped (slot overwritten or failed).",
-         "frames_dropped"),
+        (
+            "frames_dropped_total",
+            "counter",
+            "Frames dropped (slot overwritten or failed).",
+            "frames_dropped",
+        ),
         ("fps_in", "gauge", "Input frame rate.", "fps_in"),
         ("fps_out", "gauge", "Processed frame rate.", "fps_out"),
         ("latency_ms", "gauge", "p50 receipt-to-processed latency.", "latency_ms"),
@@ -102,8 +106,12 @@ async def prompts_endpoint(request: web.Request) -> web.Response:
             entry = session.session_prompt or core.prompts.for_channel(session.channel_id)
         graphs = entry.prompt.graphs if entry.prompt is not None else None
         return web.json_response(
-            {"channel_id": channel, "prompts": graphs, "version": entry.version,
-             "source": entry.source}
+            {
+                "channel_id": channel,
+                "prompts": graphs,
+                "version": entry.version,
+                "source": entry.source,
+            }
         )
     if request.method != "POST":
         raise MethodNotAllowed(request.method, ("GET", "HEAD", "POST", "OPTIONS"))

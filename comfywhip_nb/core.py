@@ -131,7 +131,9 @@ class WhipCore:
             raise _no_codec_error(summary, exc) from exc
         except Exception as exc:  # aiortc raises assorted types on hostile SDP
             await pc.close()
-            raise BadRequest(f"could not process the SDP offer: {type(exc).__name__}: {exc}") from exc
+            raise BadRequest(
+                f"could not process the SDP offer: {type(exc).__name__}: {exc}"
+            ) from exc
 
         self.sessions.add(session)
         session.log(
@@ -186,7 +188,9 @@ class WhipCore:
         else:
             entry = self.prompts.set_channel(channel, prompt)
         for session in self.sessions.values():
-            if session.session_prompt is None and (channel is None or session.channel_id == channel):
+            if session.session_prompt is None and (
+                channel is None or session.channel_id == channel
+            ):
                 self._apply_prompt(session)
                 self._notify("prompt", session)
         return entry
@@ -219,7 +223,9 @@ class WhipCore:
 def _no_codec_error(summary: OfferSummary, exc: Exception) -> UnprocessableOffer:
     """aiortc refuses an offer sharing no codec with it; say which codecs were offered."""
     offered = ", ".join(
-        f"{m.kind}: {'/'.join(m.codecs) or 'none'}" for m in summary.media if m.kind != "application"
+        f"{m.kind}: {'/'.join(m.codecs) or 'none'}"
+        for m in summary.media
+        if m.kind != "application"
     )
     return UnprocessableOffer(
         f"no supported codec in the offer ({offered}); this server receives VP8 or H264 video "

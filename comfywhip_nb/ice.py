@@ -134,70 +134,46 @@ def format_link_header(servers: Iterable[IceServer]) -> list[str]:
     return values
 
 
+_WS = re.compile(r"[ \t\r\n]*")
+_URI = re.compile(r"<([^>]*)>")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_NAME = re.compile(r"[^=;,\s]*")
+_BARE = re.compile(r"[^;,\s]*")
+
+
 class _LinkScanner:
-    """Character scanner for one header value; errors name the offset."""
+    """Regex-driven scanner over one header value; errors name the offset."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
+        self.text, self.pos = text, 0
 
     def fail(self, what: str) -> ValueError:
         return ValueError(f"malformed Link header at offset {self.pos}: {what}: {self.text!r}")
 
-    def skip_ws(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
-
     def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
+        return self.text[self.pos : self.pos + 1]
 
-    def uri(self) -> str:
-        if self.peek() != "<":
-            raise self.fail("expected '<'")
-        end = self.text.find(">", self.pos + 1)
-        if end < 0:
-            raise self.fail("unterminated '<'")
-        value = self.text[self.pos + 1 : end].strip()
-        self.pos = end + 1
-        return value
-
-    def quoted(self) -> str:
-        out = []
-        self.pos += 1  # opening quote
-        while self.pos < len(self.text):
-            c = self.text[self.pos]
-            if c == "\\":
-                if self.pos + 1 >= len(self.text):
-                    break
-                out.append(self.text[self.pos + 1])
-                self.pos += 2
-            elif c == '"':
-                self.pos += 1
-                return "".join(out)
-            else:
-                out.append(c)
-                self.pos += 1
-        raise self.fail("unterminated quoted string")
-
-    def until(self, stops: str) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] not in stops:
-            self.pos += 1
-        return self.text[start : self.pos]
+    def take(self, pattern: re.Pattern[str], error: str = "") -> str:
+        match = pattern.match(self.text, self.pos)
+        if match is None:
+            raise self.fail(error)
+        self.pos = match.end()
+        return match.group(match.lastindex or 0)
 
     def param(self) -> tuple[str, str | None]:
         # Split on the FIRST '=' only: a bare base64 credential may end in '='.
-        name = self.until("=;, \t\r\n").lower()
+        name = self.take(_NAME).lower()
         if not name:
             raise self.fail("empty parameter name")
-        self.skip_ws()
+        self.take(_WS)
         if self.peek() != "=":
             return name, None
         self.pos += 1
-        self.skip_ws()
+        self.take(_WS)
         if self.peek() == '"':
-            return name, self.quoted()
-        value = self.until(";, \t\r\n")
+            quoted = self.take(_QUOTED, "unterminated quoted string")
+            return name, re.sub(r"\\(.)", r"\1", quoted, flags=re.S)
+        value = self.take(_BARE)
         if not value:
             raise self.fail(f"empty value for {name!r}")
         return name, value
@@ -207,25 +183,25 @@ def _parse_links(value: str) -> list[tuple[str, dict[str, str | None]]]:
     """All ``(uri, params)`` pairs of a (possibly comma-joined) Link header value."""
     scan = _LinkScanner(value)
     links: list[tuple[str, dict[str, str | None]]] = []
-    scan.skip_ws()
-    while scan.pos < len(scan.text):
+    scan.take(_WS)
+    while scan.peek():
         if scan.peek() == ",":  # empty list elements are allowed by RFC 9110 §5.6.1
             scan.pos += 1
-            scan.skip_ws()
+            scan.take(_WS)
             continue
-        uri = scan.uri()
+        if scan.peek() != "<":
+            raise scan.fail("expected '<'")
+        uri = scan.take(_URI, "unterminated '<'").strip()
         params: dict[str, str | None] = {}
-        scan.skip_ws()
+        scan.take(_WS)
         while scan.peek() == ";":
             scan.pos += 1
-            scan.skip_ws()
-            if scan.peek() in (";", ","):
+            scan.take(_WS)
+            if scan.peek() in (";", ",", ""):
                 continue
-            if not scan.peek():
-                break
             name, pvalue = scan.param()
             params.setdefault(name, pvalue)  # RFC 8288 §3.3: later duplicates are ignored
-            scan.skip_ws()
+            scan.take(_WS)
         if scan.peek() not in ("", ","):
             raise scan.fail("expected ';' or ','")
         links.append((uri, params))

@@ -65,7 +65,9 @@ def check_offer(sdp: str, *, allow_sendrecv: bool = True) -> OfferSummary:
         raise BadRequest("malformed SDP offer: it must start with 'v=0'")
     for number, line in enumerate(lines, 1):
         if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
-            raise BadRequest(f"malformed SDP offer: line {number} is not '<type>=<value>': {line[:60]!r}")
+            raise BadRequest(
+                f"malformed SDP offer: line {number} is not '<type>=<value>': {line[:60]!r}"
+            )
 
     session_direction = "sendrecv"
     session_ufrag = session_pwd = None
@@ -82,8 +84,15 @@ def check_offer(sdp: str, *, allow_sendrecv: bool = True) -> OfferSummary:
             except ValueError:
                 raise BadRequest(f"malformed SDP offer: bad port in {line[:60]!r}") from None
             sections.append(
-                {"kind": parts[0], "port": port, "direction": None, "mid": None, "codecs": [],
-                 "ufrag": None, "pwd": None}
+                {
+                    "kind": parts[0],
+                    "port": port,
+                    "direction": None,
+                    "mid": None,
+                    "codecs": [],
+                    "ufrag": None,
+                    "pwd": None,
+                }
             )
             continue
         target = sections[-1] if sections else None

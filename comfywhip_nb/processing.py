@@ -24,14 +24,16 @@ Protocol (who may block, what gets dropped):
 
 from __future__ import annotations
 
-import bisect
 import concurrent.futures
+import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -99,11 +101,10 @@ def describe_error(exc: BaseException) -> str:
     if node_id is None:
         return detail
     prefix = f"node {node_id} ({getattr(exc, 'class_type', None) or '?'})"
-    cause = exc.__cause__
-    if str(exc).startswith(f"node {node_id}"):
+    if str(exc).startswith(f"node {node_id}"):  # already says which node
         return str(exc)
-    if cause is not None:
-        detail = f"{type(cause).__name__}: {cause}"
+    if exc.__cause__ is not None:  # a wrapper around the node's own exception
+        detail = f"{type(exc.__cause__).__name__}: {exc.__cause__}"
     return f"{prefix}: {detail}"
 
 
@@ -113,15 +114,11 @@ def _check_output(out: Any) -> torch.Tensor:
         raise PromptOutputError(
             f"prompt output must be an IMAGE tensor [B,H,W,3], got {type(out).__name__}"
         )
-    if (
-        out.dim() != 4
-        or out.shape[-1] not in (1, 3)
-        or not out.is_floating_point()
-        or 0 in out.shape
-    ):
+    shape = tuple(out.shape)
+    if len(shape) != 4 or shape[-1] not in (1, 3) or not out.is_floating_point() or 0 in shape:
         raise PromptOutputError(
             f"prompt output must be an IMAGE [B,H,W,3] float tensor, "
-            f"got shape {tuple(out.shape)} dtype {out.dtype}"
+            f"got shape {shape} dtype {out.dtype}"
         )
     out = out[:1]
     return out.expand(-1, -1, -1, 3) if out.shape[-1] == 1 else out
@@ -181,7 +178,9 @@ class _Meter:
         self.in_times.append(now)
         self.rate(self.in_times, now)  # prunes, keeping submit() amortised O(1)
 
-    def on_output(self, now: float, latency: float, timings: dict[str, float], owner: object) -> None:
+    def on_output(
+        self, now: float, latency: float, timings: dict[str, float], owner: object
+    ) -> None:
         self.out_times.append(now)
         self.rate(self.out_times, now)
         self.latencies.append(latency)
@@ -239,6 +238,7 @@ class _PromptRunner:
             queue.SimpleQueue()
         )
         self._pending: Future[Any] | None = None
+        self._closed = False
         self.thread = threading.Thread(
             target=self._loop, name=f"comfywhip-prompt-{name}", daemon=True
         )
@@ -247,18 +247,21 @@ class _PromptRunner:
     def run(self, prompt: Any, image: torch.Tensor, timeout: float) -> Any:
         """Result of ``run_timed`` (or ``(run(), {})``); raises the prompt's exception,
         ``concurrent.futures.TimeoutError``, or ``_Stopped`` after ``close``."""
-        self._pending = future: Future[Any] = Future()
+        future: Future[Any] = Future()
+        self._pending = future
+        if self._closed:  # checked after publishing _pending: close() sees one or the other
+            raise _Stopped()
         self._jobs.put((prompt, image, future))
         return future.result(timeout)
 
-    def close(self, join_timeout: float = 0.0) -> None:
+    def close(self) -> None:
+        """Stop taking jobs; the thread exits once the job in progress (if any) returns."""
+        self._closed = True
         self._jobs.put(None)
         pending = self._pending
         if pending is not None:
             with contextlib.suppress(InvalidStateError):
                 pending.set_exception(_Stopped())  # unblocks a worker waiting on it
-        if join_timeout > 0:
-            self.thread.join(join_timeout)
 
     def _loop(self) -> None:
         _configure_torch_threads()
@@ -290,38 +293,30 @@ class FrameProcessor:
         self.name = name
         self.frame_timeout = frame_timeout
         self._on_processed = on_processed
+        self._tag = f"WHIP: {name}"
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # worker waits for a frame
+        self._work = threading.Condition(self._lock)  # the worker waits for a frame
         self._done = threading.Condition(self._lock)  # readers wait for a processed frame
         self._mailbox: tuple[av.VideoFrame, float] | None = None
         self._quit = False
         self._thread: threading.Thread | None = None
         self._runner: _PromptRunner | None = None
-        # prompt state: (prompt, version, generation); generation counts set_prompt calls
         self._prompt = prompt
         self._version = prompt_version
-        self._generation = 0
-        self._broken_generation = -1  # == _generation while the current prompt is benched
-        self._last_good: Any = None  # worker thread only
-        # counters (under _lock)
-        self._frames_in = 0
-        self._processed = 0
-        self._dropped = 0
+        self._generation = 0  # counts set_prompt calls (versions may repeat)
+        self._benched_generation = -1  # == _generation while the current prompt is benched
+        self._last_good: Any = None  # touched by the worker thread only
+        self._frames_in = self._processed = self._dropped = self._callback_errors = 0
         self._last_error: str | None = None
         self._size = (0, 0)
         self._latest: ProcessedFrame | None = None
         self._meter = _Meter()
-        self._callback_errors = 0
 
-    def _log_prefix(self) -> str:
-        return f"WHIP: {self.name}"
-
-    # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start the daemon worker thread; a second call is a no-op."""
         with self._lock:
             if self._quit:
-                raise RuntimeError(f"{self._log_prefix()} processor was stopped")
+                raise RuntimeError(f"{self._tag} processor was stopped")
             if self._thread is not None:
                 return
             self._thread = threading.Thread(
@@ -330,38 +325,38 @@ class FrameProcessor:
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Idempotent: ask the worker to quit, unblock it, and join it (and the helper)."""
+        """Idempotent: set the quit flag, wake the worker and join it at once; then give a
+        prompt still running on the helper the rest of ``timeout`` to return."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._quit = True
             runner, self._runner = self._runner, None
             self._work.notify_all()
             self._done.notify_all()
+        threads = [self._thread, runner.thread if runner is not None else None]
         if runner is not None:
-            runner.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("%s worker did not stop within %.1f s", self._log_prefix(), timeout)
-        if runner is not None:
-            runner.close(join_timeout=min(timeout, 0.5))
+            runner.close()  # fails the worker's pending wait, so the worker exits at once
+        for thread in threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    logger.warning("%s %s still running after stop", self._tag, thread.name)
 
-    # -- event loop side ---------------------------------------------------------------------
     def submit(self, frame: av.VideoFrame) -> None:
-        """Put ``frame`` in the mailbox (O(1), never blocks); counts the one it overwrites."""
+        """Put ``frame`` in the mailbox (event loop; O(1), never blocks, no torch)."""
         now = time.monotonic()
         with self._lock:
             self._frames_in += 1
             if self._mailbox is not None:
-                self._dropped += 1
+                self._dropped += 1  # the worker never saw the one being overwritten
             self._mailbox = (frame, now)
             self._size = (frame.width, frame.height)
             self._meter.on_input(now)
             self._work.notify()
 
-    # -- any thread --------------------------------------------------------------------------
     def set_prompt(self, prompt: RunnablePrompt | None, version: int) -> None:
-        """Swap the prompt at the next frame boundary; clears ``last_error`` and re-arms."""
+        """Swap the prompt at the next frame boundary; clears ``last_error`` and re-arms a
+        prompt benched after an error (passing the same object again retries it)."""
         with self._lock:
             self._prompt = prompt
             self._version = version
@@ -406,98 +401,53 @@ class FrameProcessor:
     # -- worker thread -----------------------------------------------------------------------
     def _run(self) -> None:
         _configure_torch_threads()
-        logger.debug("%s worker started (%d torch threads)", self._log_prefix(), TORCH_THREADS)
         while True:
             with self._lock:
                 self._work.wait_for(lambda: self._mailbox is not None or self._quit)
-                if self._quit:
+                if self._quit or self._mailbox is None:
                     break
-                assert self._mailbox is not None
                 (frame, received_at), self._mailbox = self._mailbox, None
                 current, generation = self._prompt, self._generation
-                benched = self._broken_generation == generation
+                benched = self._benched_generation == generation
             chosen = current
-            if benched:
+            if benched:  # the current prompt failed: last good one, else passthrough
                 chosen = self._last_good if self._last_good is not current else None
             try:
-                self._process(frame, received_at, chosen, current, generation)
+                self._process(frame, received_at, chosen)
             except _Stopped:
                 break
-            except Exception as exc:  # keep the stream alive whatever happens
-                message = f"frame processing failed: {describe_error(exc)}"
+            except concurrent.futures.TimeoutError:
+                self._abandon_runner()
+                message = (
+                    f"node timed out after {self.frame_timeout:g} s (Python cannot kill its "
+                    "thread; frames pass through until a new prompt is set)"
+                )
                 self._fail(chosen, current, generation, message)
-        logger.debug("%s worker stopped", self._log_prefix())
+            except Exception as exc:  # any failure costs one frame, never the stream
+                self._fail(chosen, current, generation, describe_error(exc))
 
-    def _runner_for_frame(self) -> _PromptRunner:
-        with self._lock:
-            if self._quit:
-                raise _Stopped()
-            if self._runner is None:
-                self._runner = _PromptRunner(self.name)
-            return self._runner
-
-    def _process(
-        self,
-        frame: av.VideoFrame,
-        received_at: float,
-        prompt: Any,
-        current: Any,
-        generation: int,
-    ) -> None:
-        """Run ``prompt`` (the current one, or its fallback) on one frame and publish it."""
+    def _process(self, frame: av.VideoFrame, received_at: float, prompt: Any) -> None:
         image = frames.frame_to_image(frame, getattr(prompt, "device", None))
         timings: dict[str, float] = {}
         if prompt is None:
             out = image
-            passthrough = frame.format.name in ("yuv420p", "rgb24")
-            out_frame = frame if passthrough else frames.image_to_frame(image, like=frame)
+            reusable = frame.format.name in ("yuv420p", "rgb24")
+            out_frame = frame if reusable else frames.image_to_frame(image, like=frame)
         else:
-            runner = self._runner_for_frame()
-            try:
-                result, timings = runner.run(prompt, image, self.frame_timeout)
-                out = _check_output(result)
-            except concurrent.futures.TimeoutError:
-                with self._lock:
-                    if self._runner is runner:
-                        self._runner = None
-                runner.close()  # abandoned: its thread ends whenever the prompt returns
-                self._fail(
-                    prompt,
-                    current,
-                    generation,
-                    f"node timed out after {self.frame_timeout:g} s (its thread cannot be "
-                    "killed; passing frames through until a new prompt is set)",
-                )
-                return
-            except _Stopped:
-                raise
-            except Exception as exc:
-                self._fail(prompt, current, generation, describe_error(exc))
-                return
-            self._last_good = prompt
+            with self._lock:
+                if self._quit:
+                    raise _Stopped()
+                runner = self._runner = self._runner or _PromptRunner(self.name)
+            result, timings = runner.run(prompt, image, self.frame_timeout)
+            out = _check_output(result)
             out_frame = frames.image_to_frame(out, like=frame)
-        self._publish(frame, out_frame, out, received_at, timings, prompt)
-
-    def _publish(
-        self,
-        frame: av.VideoFrame,
-        out_frame: av.VideoFrame,
-        out: torch.Tensor,
-        received_at: float,
-        timings: dict[str, float],
-        prompt: object,
-    ) -> None:
-        image = out.to("cpu", torch.float32)
+            self._last_good = prompt
+        cpu_image = out.to("cpu", torch.float32)
         now = time.monotonic()
         with self._lock:
             self._processed += 1
             processed = ProcessedFrame(
-                frame=out_frame,
-                image=image,
-                input_frame=frame,
-                received_at=received_at,
-                processed_at=now,
-                index=self._processed,
+                out_frame, cpu_image, frame, received_at, now, self._processed
             )
             self._latest = processed
             self._meter.on_output(now, now - received_at, timings, prompt)
@@ -509,10 +459,15 @@ class FrameProcessor:
                 self._callback_errors += 1
                 if self._callback_errors in (1, 10, 100) or self._callback_errors % 1000 == 0:
                     logger.exception(
-                        "%s on_processed callback failed (%d times)",
-                        self._log_prefix(),
-                        self._callback_errors,
+                        "%s on_processed failed (%d times)", self._tag, self._callback_errors
                     )
+
+    def _abandon_runner(self) -> None:
+        """Leave a hung helper behind (its thread ends if the prompt ever returns)."""
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
 
     def _fail(self, prompt: Any, current: Any, generation: int, message: str) -> None:
         """Count the frame as dropped, record the error and bench the failing prompt."""
@@ -524,8 +479,6 @@ class FrameProcessor:
             version = self._version
             # A set_prompt that raced with this frame wins: bench only the prompt still set.
             if prompt is not None and prompt is current and generation == self._generation:
-                self._broken_generation = generation
-        fallback = "last good prompt" if self._last_good is not None else "passthrough"
-        logger.warning(
-            "%s prompt v%d failed: %s; using %s", self._log_prefix(), version, message, fallback
-        )
+                self._benched_generation = generation
+        fallback = "the last good prompt" if self._last_good is not None else "passthrough"
+        logger.warning("%s prompt v%d failed: %s; using %s", self._tag, version, message, fallback)

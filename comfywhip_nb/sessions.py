@@ -20,7 +20,7 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from .processing import FrameProcessor, ProcessingStats
+from .processing import FrameProcessor, ProcessedFrame, ProcessingStats
 
 __all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
 
@@ -123,7 +123,12 @@ class Session:
         #: a prompt that only this session runs (``?prompts=`` on POST), or None
         self.session_prompt: Any = None
         self.closed = False
-        self.processor = FrameProcessor(self.id[:8], frame_timeout=frame_timeout)
+        #: called on the worker thread for each processed frame; must be cheap and
+        #: thread-safe (egress tracks use ``loop.call_soon_threadsafe``)
+        self.frame_listeners: list[Callable[[ProcessedFrame], None]] = []
+        self.processor = FrameProcessor(
+            self.id[:8], frame_timeout=frame_timeout, on_processed=self._fan_out
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._on_close: list[Callable[[Session], None]] = []
 
@@ -134,6 +139,13 @@ class Session:
     @property
     def connection_state(self) -> str:
         return "closed" if self.closed else self.pc.connectionState
+
+    def _fan_out(self, processed: ProcessedFrame) -> None:
+        for listener in list(self.frame_listeners):
+            try:
+                listener(processed)
+            except Exception:
+                logger.exception("WHIP: %s frame listener failed", self.id[:8])
 
     def add_close_callback(self, callback: Callable[[Session], None]) -> None:
         self._on_close.append(callback)

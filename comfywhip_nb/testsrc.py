@@ -4,6 +4,8 @@
   binary frame code (so a receiver can tell which frame it got), or one solid colour.
 * ``ImageLoopTrack``: a still or animated image repeated forever.
 * ``SineAudioTrack``: a 440 Hz tone.
+* ``open_source``: what ``WHIPClient.publish(source)`` sends for a source name (also files
+  and V4L2 cameras through aiortc's ``MediaPlayer``).
 
 Frames are paced in real time: frame ``n`` is due ``n / rate`` seconds after the first one was
 requested, and its pts counts in the codec clock (1/90000 for video, 1/sample_rate for audio),
@@ -14,20 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import os
 import time
 from pathlib import Path
 
 import av
 import numpy as np
-from aiortc import AudioStreamTrack, VideoStreamTrack
+from aiortc import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
+from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
-__all__ = ["ImageLoopTrack", "SineAudioTrack", "TestPatternTrack"]
+__all__ = ["ImageLoopTrack", "SineAudioTrack", "TestPatternTrack", "open_source"]
 
 VIDEO_CLOCK_RATE = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 RGB = tuple[int, int, int]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+Tracks = tuple[MediaStreamTrack | None, MediaStreamTrack | None, MediaPlayer | None]
 
 # 75 % SMPTE-like bars: white, yellow, cyan, green, magenta, red, blue, black.
 _BARS: list[RGB] = [
@@ -236,3 +242,46 @@ class SineAudioTrack(AudioStreamTrack):
         frame.pts = start
         frame.time_base = fractions.Fraction(1, self.sample_rate)
         return frame
+
+
+def open_source(
+    source: str | os.PathLike[str] | MediaStreamTrack,
+    *,
+    audio: bool = False,
+    width: int = 640,
+    height: int = 480,
+    fps: float = 30,
+) -> Tracks:
+    """``(video, audio, player)`` for a source name; raises ValueError for an unusable one.
+
+    ``"testsrc"`` → ``TestPatternTrack``; an image path → ``ImageLoopTrack`` (fit into
+    width x height); ``/dev/videoN`` → V4L2 ``MediaPlayer``; another file → looped
+    ``MediaPlayer``; a track is used as is (an audio track publishes audio only). With
+    ``audio=True`` the file's own audio is used, else a ``SineAudioTrack``.
+    """
+    if isinstance(source, MediaStreamTrack):
+        if source.kind == "audio":
+            return None, source, None
+        return source, SineAudioTrack() if audio else None, None
+    name = os.fspath(source)
+    if name == "testsrc":
+        return TestPatternTrack(width, height, fps), SineAudioTrack() if audio else None, None
+    path = Path(name)
+    try:
+        if name.startswith("/dev/video"):
+            options = {"video_size": f"{width}x{height}", "framerate": str(fps)}
+            player = MediaPlayer(name, format="v4l2", options=options)
+        elif not path.is_file():
+            raise ValueError(
+                f"source {name!r} is not 'testsrc', a /dev/videoN device or an existing file"
+            )
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            video = ImageLoopTrack(path, fps, max_size=(width, height))
+            return video, SineAudioTrack() if audio else None, None
+        else:
+            player = MediaPlayer(name, loop=True)
+    except (av.FFmpegError, OSError) as exc:
+        raise ValueError(f"cannot open source {name!r}: {exc}") from exc
+    if player.video is None:
+        raise ValueError(f"source {name!r} has no video stream")
+    return player.video, (player.audio or SineAudioTrack()) if audio else None, player

@@ -128,9 +128,9 @@ def middlewares(core: WhipCore) -> list[Any]:
     async def whip_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         cfg = core.config
         try:
-            if cfg.token and not is_preflight(request) and not _is_public(request.path):
-                if not _authorized(request, cfg.token):
-                    raise Unauthorized()
+            needs_token = cfg.token and not is_preflight(request) and not _is_public(request.path)
+            if needs_token and not _authorized(request, cfg.token):
+                raise Unauthorized()
             if is_preflight(request) and not request.path.startswith("/whip"):
                 response = options_response(request, GENERIC_METHODS)
             else:
@@ -142,7 +142,9 @@ def middlewares(core: WhipCore) -> list[Any]:
                 logger.info("WHIP: %s %s -> %s", request.method, request.path, error)
             response = _error_response(error)
         except web.HTTPMethodNotAllowed as exc:
-            response = _error_response(MethodNotAllowed(request.method, sorted(exc.allowed_methods)))
+            response = _error_response(
+                MethodNotAllowed(request.method, sorted(exc.allowed_methods))
+            )
         except web.HTTPRequestEntityTooLarge as exc:
             response = _error_response(PayloadTooLarge(exc.actual_size, exc.max_size))
         except web.HTTPNotFound:
@@ -307,7 +309,9 @@ async def add_candidates(session: Any, fragment: Any) -> None:
     pc = session.pc
     # with BUNDLE, aiortc only gathers on the first transport: send every candidate there
     mids = [
-        t.mid for t in pc.getTransceivers() if t.mid is not None and not getattr(t, "_bundled", False)
+        t.mid
+        for t in pc.getTransceivers()
+        if t.mid is not None and not getattr(t, "_bundled", False)
     ]
     added, dropped = 0, fragment.invalid_candidates
     for entry in fragment.candidates:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import aioice.ice
 import pytest
@@ -39,28 +36,5 @@ def server() -> Iterator[WhipServer]:
         srv.stop()
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; fail with a clear message."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-
-
-async def async_wait_until(
-    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
-):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-def server_threads() -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.name.startswith("comfywhip"))
+# re-exported for tests that import them from here
+from helpers import async_wait_until, make_offer, server_threads, wait_until  # noqa: E402, F401

@@ -1,0 +1,7 @@
+"""``python -m comfywhip_nb`` is the ``comfywhip`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+"""Run validated prompts on frames: ``Prompt``, ``load_prompt`` and the bundled presets.
+
+A Prompt is built once (validation, then one instance per node, as ComfyUI keeps node
+objects between runs) and then run on every frame from one worker thread. Runs read nothing
+global: the registry was copied at validation time and the frame reaches LoadTensor as a hidden
+input, so building a new Prompt on another thread while this one runs is safe. Each Prompt
+also holds a lock, so two threads calling ``run`` on the same Prompt take turns.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .graph import PromptError, ValidatedGraph, parse_prompt
+
+__all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_prompt"]
+
+
+class NodeExecutionError(RuntimeError):
+    """A node raised while running; the original exception is the ``__cause__``."""
+
+    def __init__(self, node_id: str, class_type: str, message: str, graph: int | None = None) -> None:
+        self.node_id = node_id
+        self.class_type = class_type
+        self.graph = graph
+        self.message = message
+        where = f"prompt[{graph}], " if graph is not None else ""
+        super().__init__(f"{where}node {node_id} ({class_type}) failed: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": str(self),
+            "node_id": self.node_id,
+            "class_type": self.class_type,
+            "graph": self.graph,
+            "message": self.message,
+        }
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _instantiate(cls: type, device: torch.device) -> Any:
+    # Built-ins that create tensors (EmptyImage) take the device, like ComfyUI's EmptyImage.
+    return cls(device=device) if getattr(cls, "STREAM_DEVICE", False) else cls()
+
+
+class _GraphRunner:
+    """One graph's node instances and the order to call them in."""
+
+    def __init__(self, graph: ValidatedGraph, index: int | None, device: torch.device) -> None:
+        self.graph = graph
+        self.index = index
+        self.instances = {node_id: _instantiate(graph.nodes[node_id].cls, device) for node_id in graph.order}
+        api = graph.to_api()
+        self.static_hidden = {"UNIQUE_ID": None, "PROMPT": api, "EXTRA_PNGINFO": None, "DYNPROMPT": None}
+        # Free each intermediate result after its last consumer has run.
+        self.last_use: dict[str, int] = {}
+        for step, node_id in enumerate(graph.order):
+            for src, _ in graph.nodes[node_id].links.values():
+                self.last_use[src] = step
+
+    def _hidden(self, node_id: str, stream: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, kind in self.graph.nodes[node_id].hidden.items():
+            if kind == "STREAM_IMAGE":
+                values[name] = stream.get("image")
+            elif kind == "STREAM_AUDIO":
+                values[name] = stream.get("audio")
+            elif kind == "UNIQUE_ID":
+                values[name] = node_id
+            elif kind in self.static_hidden:
+                values[name] = self.static_hidden[kind]
+        return values
+
+    def run(
+        self, stream: Mapping[str, Any], timings: dict[str, float] | None, sync: Callable[[], None]
+    ) -> dict[str, Any]:
+        """Run every needed node once; return the stream outputs found ({"image": ..., ...})."""
+        nodes = self.graph.nodes
+        results: dict[str, tuple[Any, ...]] = {}
+        outputs: dict[str, Any] = {}
+        for step, node_id in enumerate(self.graph.order):
+            node = nodes[node_id]
+            kwargs = dict(node.literals)
+            for name, (src, idx) in node.links.items():
+                kwargs[name] = results[src][idx]
+            kwargs.update(self._hidden(node_id, stream))
+            started = time.perf_counter()
+            try:
+                result = getattr(self.instances[node_id], node.cls.FUNCTION)(**kwargs)
+                result = self._check_result(node.cls, result)
+            except Exception as exc:
+                raise NodeExecutionError(node_id, node.class_type, f"{type(exc).__name__}: {exc}", self.index) from exc
+            if timings is not None:
+                sync()
+                prefix = f"prompt[{self.index}]/" if self.index is not None else ""
+                timings[f"{prefix}{node_id}:{node.class_type}"] = time.perf_counter() - started
+            results[node_id] = result
+            stream_output = getattr(node.cls, "STREAM_OUTPUT", None)
+            if stream_output and node_id in (self.graph.image_output, self.graph.audio_output):
+                outputs[stream_output[0]] = kwargs[stream_output[1]]
+            for src, _ in node.links.values():
+                if self.last_use.get(src) == step:
+                    results.pop(src, None)
+        return outputs
+
+    @staticmethod
+    def _check_result(cls: type, result: Any) -> tuple[Any, ...]:
+        if isinstance(result, dict) and "result" in result:  # ComfyUI's {"ui": ..., "result": (...)}
+            result = result["result"]
+        if result is None and not cls.RETURN_TYPES:
+            return ()
+        if not isinstance(result, (tuple, list)) or len(result) < len(cls.RETURN_TYPES):
+            raise TypeError(f"returned {type(result).__name__}, expected a tuple of {len(cls.RETURN_TYPES)} output(s)")
+        return tuple(result)
+
+
+class Prompt:
+    """A validated prompt, ready to run on frames. Build it with ``load_prompt``."""
+
+    def __init__(self, graphs: Sequence[ValidatedGraph], device: str | torch.device | None = None) -> None:
+        if not graphs:
+            raise PromptError("the prompt is empty")
+        self._graphs = tuple(graphs)
+        self._device = torch.device(device) if device is not None else _default_device()
+        chained = len(self._graphs) > 1
+        self._runners = [
+            _GraphRunner(graph, i if chained else None, self._device) for i, graph in enumerate(self._graphs)
+        ]
+        self._api = [graph.to_api() for graph in self._graphs]
+        self._lock = threading.Lock()
+
+    @classmethod
+    def passthrough(cls, device: str | torch.device | None = None) -> Prompt:
+        """LoadTensor -> SaveTensor: the frame comes out unchanged."""
+        graph = {
+            "1": {"class_type": "LoadTensor", "inputs": {}},
+            "2": {"class_type": "SaveTensor", "inputs": {"images": ["1", 0]}},
+        }
+        return cls(parse_prompt(graph), device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the nodes run: CUDA when available, else the CPU (or what load_prompt was given)."""
+        return self._device
+
+    @property
+    def graphs(self) -> list[dict[str, Any]]:
+        """The normalised API-format graphs (aliases mapped, unused inputs dropped); copies."""
+        return copy.deepcopy(self._api)
+
+    def to_json(self) -> str:
+        """API-format JSON: one graph as an object, a chain as a list. ``load_prompt`` reads it back."""
+        return json.dumps(self._api[0] if len(self._api) == 1 else self._api)
+
+    def __repr__(self) -> str:
+        nodes = sum(len(g.nodes) for g in self._graphs)
+        return f"<Prompt graphs={len(self._graphs)} nodes={nodes} device={self._device}>"
+
+    def _sync(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def _run(self, stream: dict[str, Any], timings: dict[str, float] | None) -> dict[str, Any]:
+        with self._lock, torch.no_grad():
+            for runner in self._runners:
+                stream.update(runner.run(stream, timings, self._sync))
+        return stream
+
+    def _run_image(self, image: torch.Tensor, timings: dict[str, float] | None) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+        if image.ndim != 4 or not image.is_floating_point():
+            raise ValueError(f"image must be a float IMAGE [B,H,W,C], got {image.dtype} {tuple(image.shape)}")
+        out = self._run({"image": image.to(self._device)}, timings)["image"]
+        return out.to(image.device)
+
+    def run(self, image: torch.Tensor) -> torch.Tensor:
+        """Run on one IMAGE ``[B,H,W,3]`` float 0..1; returns the IMAGE that reached SaveTensor,
+        on the input's device (the input itself when no graph has a SaveTensor).
+        Raises NodeExecutionError when a node fails."""
+        return self._run_image(image, None)
+
+    def run_timed(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``run`` plus seconds per node, keyed ``"<node id>:<class_type>"`` (prefixed
+        ``"prompt[<i>]/"`` in a chain). On CUDA each node is synchronised to be measured."""
+        timings: dict[str, float] = {}
+        return self._run_image(image, timings), timings
+
+    def run_audio(self, audio: dict[str, Any]) -> dict[str, Any]:
+        """Run on one AUDIO chunk ``{"waveform", "sample_rate"}``; returns what reached
+        SaveAudioTensor, or the input when no graph has one."""
+        waveform = audio.get("waveform") if isinstance(audio, dict) else None
+        if not isinstance(waveform, torch.Tensor):
+            raise TypeError("audio must be a dict {'waveform': tensor, 'sample_rate': int}")
+        moved = {**audio, "waveform": waveform.to(self._device)}
+        out = self._run({"audio": moved}, None)["audio"]
+        if out is moved:
+            return audio
+        return {**out, "waveform": out["waveform"].to(waveform.device)}
+
+
+def load_prompt(
+    p: Any, *, allowed_dir: str | Path | None = None, device: str | torch.device | None = None
+) -> Prompt:
+    """Validate a prompt and build it: ``p`` is a dict, a list of dicts (a chain), a JSON
+    string, a path to a .json file (inside ``allowed_dir`` when given) or a Prompt (returned
+    as is). ``device`` overrides the default (CUDA when available). Raises PromptError."""
+    if isinstance(p, Prompt):
+        return p
+    return Prompt(parse_prompt(p, allowed_dir=allowed_dir), device)
+
+
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files(__package__).joinpath("presets")
+    return {entry.name[: -len(".json")]: entry for entry in folder.iterdir() if entry.name.endswith(".json")}
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled example prompts."""
+    return sorted(_preset_files())
+
+
+def load_preset(name: str, *, device: str | torch.device | None = None) -> Prompt:
+    """A bundled example prompt by name (see ``list_presets``)."""
+    files = _preset_files()
+    if name not in files:
+        raise PromptError(f"unknown preset {name!r}; available: {', '.join(sorted(files))}")
+    return load_prompt(files[name].read_text(encoding="utf-8"), device=device)

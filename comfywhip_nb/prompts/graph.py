@@ -1,0 +1,564 @@
+"""Parse and validate ComfyUI API-format prompts. No torch work and no aiohttp here.
+
+A prompt is ``{"<node id>": {"class_type": ..., "inputs": {name: literal | [src_id, out]}}}``
+(what ComfyUI's "Save (API Format)" writes), or a list of them run as a chain: each graph's
+SaveTensor feeds the next graph's LoadTensor. It may arrive as a dict, a list, a JSON string or
+the path of a .json file.
+
+Validation collects every problem before failing, each as a NodeError naming the node and its
+class, and raises one PromptError with all of them (``whip.py`` maps it to HTTP 400). Hostile
+input (huge, deeply nested, not JSON) gives a PromptError too, never another exception.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import registry
+
+__all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_NODES",
+    "NodeError",
+    "PromptError",
+    "ValidatedGraph",
+    "ValidatedNode",
+    "parse_prompt",
+]
+
+#: Most nodes in one prompt, all graphs of a chain together.
+MAX_NODES = 1000
+#: Largest JSON text (string or file) accepted.
+MAX_JSON_BYTES = 1 << 20
+
+_WIDGETS = ("INT", "FLOAT", "BOOLEAN", "STRING")
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One problem in a prompt."""
+
+    node_id: str | None
+    """The node's id, or None for a problem with the prompt as a whole."""
+    class_type: str | None
+    """The node's class_type as written in the prompt, when known."""
+    message: str
+    """What is wrong, without the node prefix."""
+    input_name: str | None = None
+    """The input concerned, if any."""
+    graph: int | None = None
+    """Index of the graph in a chain; None when the prompt is a single graph."""
+
+    def __str__(self) -> str:
+        where = f"prompt[{self.graph}]" if self.graph is not None else ""
+        if self.node_id is not None:
+            node = f"node {self.node_id}" + (f" ({self.class_type})" if self.class_type else "")
+            where = f"{where}, {node}" if where else node
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PromptError(ValueError):
+    """A prompt that cannot run; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: Sequence[NodeError] | NodeError | str) -> None:
+        if isinstance(errors, str):
+            errors = [NodeError(None, None, errors)]
+        elif isinstance(errors, NodeError):
+            errors = [errors]
+        self.errors: list[NodeError] = list(errors)
+        lines = [str(e) for e in self.errors]
+        text = lines[0] if len(lines) == 1 else f"{len(lines)} errors in prompt:\n" + "\n".join(lines)
+        super().__init__(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "node_errors": [e.to_dict() for e in self.errors]}
+
+
+@dataclass(frozen=True)
+class ValidatedNode:
+    node_id: str
+    class_type: str
+    """Canonical class name (aliases such as PreviewImage already mapped)."""
+    cls: type
+    literals: Mapping[str, Any]
+    links: Mapping[str, tuple[str, int]]
+    hidden: Mapping[str, str]
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidatedGraph:
+    nodes: Mapping[str, ValidatedNode]
+    order: tuple[str, ...]
+    """Nodes that feed an output node, in a topological order (ids in natural order on ties)."""
+    image_output: str | None
+    audio_output: str | None
+
+    def to_api(self) -> dict[str, Any]:
+        """The graph in API format: canonical class names, only the inputs that are used."""
+        out: dict[str, Any] = {}
+        for node_id, node in self.nodes.items():
+            inputs: dict[str, Any] = dict(node.literals)
+            inputs.update({name: [src, idx] for name, (src, idx) in node.links.items()})
+            entry: dict[str, Any] = {"class_type": node.class_type, "inputs": inputs}
+            if node.title is not None:
+                entry["_meta"] = {"title": node.title}
+            out[node_id] = entry
+        return out
+
+
+def _id_key(node_id: str) -> tuple[int, int, str]:
+    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _parse_json(text: str) -> Any:
+    if len(text) > MAX_JSON_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_BYTES:
+        raise PromptError(f"prompt JSON is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PromptError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise PromptError("prompt JSON is nested too deeply") from None
+
+
+def _read_file(path: Path, allowed_dir: str | Path | None) -> Any:
+    try:
+        resolved = path.expanduser().resolve()
+        if allowed_dir is not None:
+            root = Path(allowed_dir).expanduser().resolve()
+            if not resolved.is_relative_to(root):
+                raise PromptError(f"prompt file {str(path)!r} lies outside the allowed folder {str(root)!r}")
+        if not resolved.is_file():
+            raise PromptError(f"prompt file {str(path)!r} does not exist")
+        if resolved.stat().st_size > MAX_JSON_BYTES:
+            raise PromptError(f"prompt file {str(path)!r} is larger than {MAX_JSON_BYTES} bytes")
+        text = resolved.read_text(encoding="utf-8")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, PromptError):
+            raise
+        raise PromptError(f"cannot read prompt file {str(path)!r}: {exc}") from None
+    return _parse_json(text)
+
+
+def _load_raw(p: Any, allowed_dir: str | Path | None) -> Any:
+    if isinstance(p, (dict, list)):
+        return p
+    if isinstance(p, bytes):
+        try:
+            p = p.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PromptError("prompt bytes are not UTF-8 text") from None
+    if isinstance(p, str):
+        if p.lstrip()[:1] in ("{", "["):
+            return _parse_json(p)
+        if not p.strip() or len(p) > 4096 or "\n" in p:
+            raise PromptError("prompt string is neither JSON nor the path of a .json file")
+        return _read_file(Path(p), allowed_dir)
+    if isinstance(p, Path):
+        return _read_file(p, allowed_dir)
+    raise PromptError(f"a prompt must be a dict, a list, a JSON string or a path, got {type(p).__name__}")
+
+
+# --- input specs -------------------------------------------------------------------------------
+
+
+def _input_spec(cls: type) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(required, optional, hidden) from INPUT_TYPES; raises ValueError on a malformed one."""
+    spec = cls.INPUT_TYPES()
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"INPUT_TYPES() returned {type(spec).__name__}, not a dict")
+    parts = []
+    for section in ("required", "optional", "hidden"):
+        part = spec.get(section) or {}
+        if not isinstance(part, Mapping):
+            raise ValueError(f"INPUT_TYPES()[{section!r}] is not a dict")
+        parts.append(dict(part))
+    hidden = {str(k): v for k, v in parts[2].items() if isinstance(v, str)}
+    return parts[0], parts[1], hidden
+
+
+def _kind(entry: Any) -> tuple[Any, dict[str, Any]]:
+    """(type name or list of combo choices, options) of one INPUT_TYPES entry."""
+    if isinstance(entry, str):
+        entry = (entry,)
+    if not isinstance(entry, (tuple, list)) or not entry:
+        raise ValueError(f"malformed INPUT_TYPES entry {_short(entry)}")
+    kind = entry[0]
+    options = entry[1] if len(entry) > 1 and isinstance(entry[1], Mapping) else {}
+    if kind == "COMBO" and isinstance(options.get("options"), (list, tuple)):
+        kind = list(options["options"])
+    if isinstance(kind, tuple):
+        kind = list(kind)
+    if not isinstance(kind, (str, list)):
+        raise ValueError(f"malformed INPUT_TYPES entry {_short(entry)}")
+    return kind, dict(options)
+
+
+def _types_match(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, list):
+        expected = "COMBO"
+    if isinstance(actual, (list, tuple)):
+        actual = "COMBO"
+    if not isinstance(expected, str) or not isinstance(actual, str):
+        return False
+    if "*" in (expected, actual):
+        return True
+    return bool(set(expected.split(",")) & set(actual.split(",")))
+
+
+def _type_name(kind: Any) -> str:
+    return "COMBO" if isinstance(kind, list) else str(kind)
+
+
+def _check_literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """(normalised value, error message or None) for a literal widget value."""
+    if isinstance(kind, list):
+        try:
+            ok = value in kind
+        except Exception:
+            ok = False
+        if not ok:
+            return value, f"input '{name}' = {_short(value)} is not one of {_short(kind)}"
+        return value, None
+    if kind in ("INT", "FLOAT"):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value):
+            return value, f"input '{name}' expects {kind}, got {type(value).__name__} {_short(value)}"
+        if kind == "INT":
+            if isinstance(value, float) and not value.is_integer():
+                return value, f"input '{name}' expects INT, got float {_short(value)}"
+            value = int(value)
+        else:
+            value = float(value)
+        low, high = options.get("min"), options.get("max")
+        if isinstance(low, (int, float)) and value < low:
+            return value, f"input '{name}' = {_short(value)} is below min {low}"
+        if isinstance(high, (int, float)) and value > high:
+            return value, f"input '{name}' = {_short(value)} is above max {high}"
+        return value, None
+    if kind == "BOOLEAN":
+        if not isinstance(value, bool):
+            return value, f"input '{name}' expects BOOLEAN, got {type(value).__name__} {_short(value)}"
+        return value, None
+    if kind == "STRING":
+        if not isinstance(value, str):
+            return value, f"input '{name}' expects STRING, got {type(value).__name__} {_short(value)}"
+        return value, None
+    return value, f"input '{name}' expects a link to a {kind} output, got the literal {_short(value)}"
+
+
+# --- one graph ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Draft:
+    node_id: str
+    written_type: str
+    class_type: str
+    cls: type | None
+    inputs: Mapping[str, Any]
+    title: str | None
+
+
+class _GraphChecker:
+    def __init__(self, graph: Any, classes: Mapping[str, type], index: int | None) -> None:
+        self.graph = graph
+        self.classes = classes
+        self.index = index
+        self.errors: list[NodeError] = []
+        self.edges: dict[str, set[str]] = {}
+
+    def error(self, draft: _Draft | None, message: str, input_name: str | None = None) -> None:
+        node_id = draft.node_id if draft else None
+        class_type = draft.written_type if draft else None
+        self.errors.append(NodeError(node_id, class_type, message, input_name, self.index))
+
+    def run(self) -> ValidatedGraph | None:
+        graph = self.graph
+        if not isinstance(graph, dict):
+            self.error(None, f"a graph must be an object mapping node ids to nodes, got {type(graph).__name__}")
+            return None
+        if isinstance(graph.get("nodes"), list) or ("nodes" in graph and "links" in graph):
+            self.error(None, "this is a UI-format workflow; export it with 'Save (API Format)'")
+            return None
+        if not graph:
+            self.error(None, "the prompt is empty")
+            return None
+        drafts = self._drafts(graph)
+        nodes: dict[str, ValidatedNode] = {}
+        for draft in drafts.values():
+            validated = self._check_node(draft, drafts)
+            if validated is not None:
+                nodes[draft.node_id] = validated
+        self._check_cycles(drafts)
+        outputs = {
+            kind: sorted((i for i, n in nodes.items() if getattr(n.cls, "STREAM_OUTPUT", ("",))[0] == kind), key=_id_key)
+            for kind in ("image", "audio")
+        }
+        if not any(getattr(d.cls, "STREAM_OUTPUT", None) for d in drafts.values()):
+            self.error(None, "the prompt has no output node: add a SaveTensor (PreviewImage and SaveImage map to it)")
+        if self.errors:
+            return None
+        return ValidatedGraph(
+            nodes=nodes,
+            order=_execution_order(nodes),
+            image_output=outputs["image"][0] if outputs["image"] else None,
+            audio_output=outputs["audio"][0] if outputs["audio"] else None,
+        )
+
+    def _drafts(self, graph: dict[Any, Any]) -> dict[str, _Draft]:
+        drafts: dict[str, _Draft] = {}
+        for raw_id, entry in graph.items():
+            node_id = str(raw_id)
+            where = _Draft(node_id, None, "", None, {}, None)  # type: ignore[arg-type]
+            if node_id in drafts:
+                self.error(where, "duplicate node id")
+                continue
+            if not isinstance(entry, dict):
+                self.error(where, f"a node must be an object with 'class_type' and 'inputs', got {type(entry).__name__}")
+                continue
+            written = entry.get("class_type")
+            if not isinstance(written, str) or not written:
+                self.error(where, "the node has no 'class_type'")
+                continue
+            canonical = registry.ALIASES.get(written, written)
+            cls = self.classes.get(canonical)
+            inputs = entry.get("inputs", {})
+            meta = entry.get("_meta")
+            title = meta.get("title") if isinstance(meta, dict) else None
+            draft = _Draft(node_id, written, canonical, cls, inputs, title if isinstance(title, str) else None)
+            drafts[node_id] = draft
+            if cls is None:
+                names = list(self.classes) + list(registry.ALIASES)
+                close = difflib.get_close_matches(written, names, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.error(draft, f"unknown class_type {written!r}{hint}")
+            elif not isinstance(inputs, dict):
+                self.error(draft, f"'inputs' must be an object, got {type(inputs).__name__}")
+        return drafts
+
+    def _check_node(self, draft: _Draft, drafts: Mapping[str, _Draft]) -> ValidatedNode | None:
+        if draft.cls is None or not isinstance(draft.inputs, dict):
+            return None
+        before = len(self.errors)
+        try:
+            required, optional, hidden = _input_spec(draft.cls)
+        except Exception as exc:
+            self.error(draft, f"INPUT_TYPES() failed: {exc!r}")
+            return None
+        literals: dict[str, Any] = {}
+        links: dict[str, tuple[str, int]] = {}
+        for name, entry in [*required.items(), *optional.items()]:
+            try:
+                kind, options = _kind(entry)
+            except ValueError as exc:
+                self.error(draft, f"input '{name}': {exc}", name)
+                continue
+            if name not in draft.inputs:
+                if name in required:
+                    self.error(draft, f"missing required input '{name}'", name)
+                continue
+            value = draft.inputs[name]
+            if isinstance(value, list):
+                link = self._check_link(draft, name, value, kind, drafts)
+                if link is not None:
+                    links[name] = link
+                continue
+            value, problem = _check_literal(name, value, kind, options)
+            if problem:
+                self.error(draft, problem, name)
+            else:
+                literals[name] = value
+        self.edges[draft.node_id] = {src for src, _ in links.values()}
+        if len(self.errors) == before:
+            self._validate_inputs(draft, literals, links)
+        if len(self.errors) != before:
+            return None
+        return ValidatedNode(draft.node_id, draft.class_type, draft.cls, literals, links, hidden, draft.title)
+
+    def _check_link(
+        self, draft: _Draft, name: str, value: list[Any], kind: Any, drafts: Mapping[str, _Draft]
+    ) -> tuple[str, int] | None:
+        src, idx = value if len(value) == 2 else (None, None)
+        if not _is_node_ref(src) or isinstance(idx, bool) or not isinstance(idx, int):
+            expected = '["<node id>", <output index>]'
+            self.error(draft, f"input '{name}' = {_short(value)} is a malformed link; expected {expected}", name)
+            return None
+        src = str(src)
+        source = drafts.get(src)
+        if source is None:
+            self.error(draft, f"input '{name}' links to node {src}, which does not exist", name)
+            return None
+        if source.cls is None:
+            return (src, idx)  # the source's own error is reported; its outputs are unknown
+        return_types = tuple(source.cls.RETURN_TYPES)
+        if not 0 <= idx < len(return_types):
+            self.error(
+                draft,
+                f"input '{name}' links to output {idx} of node {src} ({source.written_type}), "
+                f"which has {len(return_types)} output(s)",
+                name,
+            )
+            return None
+        actual = return_types[idx]
+        if not _types_match(kind, actual):
+            self.error(
+                draft,
+                f"input '{name}' expects {_type_name(kind)} but output {idx} of node {src} "
+                f"({source.written_type}) is {_type_name(actual)}",
+                name,
+            )
+            return None
+        return (src, idx)
+
+    def _validate_inputs(self, draft: _Draft, literals: Mapping[str, Any], links: Mapping[str, Any]) -> None:
+        """ComfyUI's optional ``VALIDATE_INPUTS`` hook, given the literal inputs it names."""
+        hook = getattr(draft.cls, "VALIDATE_INPUTS", None)
+        if not callable(hook):
+            return
+        try:
+            params = inspect.signature(hook).parameters
+            if any(p in links for p in params):
+                return  # a value only known at run time
+            result = hook(**{p: literals[p] for p in params if p in literals})
+        except Exception as exc:
+            self.error(draft, f"VALIDATE_INPUTS failed: {exc!r}")
+            return
+        if result is not True:
+            self.error(draft, str(result) if isinstance(result, str) else f"VALIDATE_INPUTS returned {_short(result)}")
+
+    def _check_cycles(self, drafts: Mapping[str, _Draft]) -> None:
+        edges = {node_id: sorted(self.edges.get(node_id, ()), key=_id_key) for node_id in drafts}
+        for component in _strongly_connected(edges):
+            if len(component) == 1 and component[0] not in edges[component[0]]:
+                continue
+            members = sorted(component, key=_id_key)
+            path = " -> ".join([*members, members[0]])
+            for node_id in members:
+                self.error(drafts[node_id], f"is part of a cycle {path}")
+
+
+def _is_node_ref(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _strongly_connected(edges: Mapping[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative so a long chain cannot hit the recursion limit."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            successors = edges[node]
+            if i < len(successors):
+                work.append((node, i + 1))
+                nxt = successors[i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return components
+
+
+def _execution_order(nodes: Mapping[str, ValidatedNode]) -> tuple[str, ...]:
+    """Ancestors of the output nodes in topological order (ComfyUI runs only those)."""
+    needed: set[str] = set()
+    pending = [i for i, n in nodes.items() if getattr(n.cls, "OUTPUT_NODE", False)]
+    while pending:
+        node_id = pending.pop()
+        if node_id not in needed:
+            needed.add(node_id)
+            pending.extend(src for src, _ in nodes[node_id].links.values())
+    order: list[str] = []
+    done: set[str] = set()
+    remaining = sorted(needed, key=_id_key)
+    while remaining:
+        ready = [i for i in remaining if all(src in done for src, _ in nodes[i].links.values())]
+        order.extend(ready)
+        done.update(ready)
+        remaining = [i for i in remaining if i not in done]
+    return tuple(order)
+
+
+def _unwrap(raw: Any) -> Any:
+    """Accept ComfyUI's ``/prompt`` body ``{"prompt": {...}, "client_id": ...}`` too."""
+    if isinstance(raw, dict) and isinstance(raw.get("prompt"), (dict, list)):
+        inner = raw["prompt"]
+        if not (isinstance(inner, dict) and "class_type" in inner):
+            return inner
+    return raw
+
+
+def parse_prompt(
+    p: Any, *, allowed_dir: str | Path | None = None, classes: Mapping[str, type] | None = None
+) -> list[ValidatedGraph]:
+    """Load and validate a prompt (dict, list of dicts, JSON string or path) into graphs.
+
+    ``classes`` defaults to a snapshot of the registry. Raises PromptError listing every problem.
+    """
+    try:
+        raw = _unwrap(_load_raw(p, allowed_dir))
+        graphs = raw if isinstance(raw, list) else [raw]
+        if not graphs:
+            raise PromptError("the prompt is empty")
+        total = sum(len(g) for g in graphs if isinstance(g, dict))
+        if total > MAX_NODES:
+            raise PromptError(f"the prompt has {total} nodes; at most {MAX_NODES} are allowed")
+        classes = registry.snapshot() if classes is None else classes
+        errors: list[NodeError] = []
+        validated: list[ValidatedGraph] = []
+        for i, graph in enumerate(graphs):
+            checker = _GraphChecker(graph, classes, i if len(graphs) > 1 else None)
+            result = checker.run()
+            errors.extend(checker.errors)
+            if result is not None:
+                validated.append(result)
+        if errors:
+            raise PromptError(errors)
+        return validated
+    except RecursionError:
+        raise PromptError("the prompt is nested too deeply") from None

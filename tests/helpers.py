@@ -1,0 +1,54 @@
+"""Test helpers shared by several test modules (import as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail with a clear message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+
+
+async def async_wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
+):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def server_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("comfywhip"))
+
+
+async def make_offer(
+    video: int = 1, audio: int = 0, direction: str = "sendonly"
+) -> tuple[object, str]:
+    """A real aiortc offer (with host candidates); returns (peer connection, SDP)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from comfywhip_nb.testsrc import SineAudioTrack, TestPatternTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for _ in range(video):
+        track = TestPatternTrack(64, 48) if direction != "recvonly" else None
+        pc.addTransceiver(track or "video", direction=direction)
+    for _ in range(audio):
+        track = SineAudioTrack() if direction != "recvonly" else None
+        pc.addTransceiver(track or "audio", direction=direction)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
