@@ -95,17 +95,17 @@ def _configure_torch_threads() -> None:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line naming the failing node when the exception knows it (``node_id``)."""
+    """One line for ``last_error``: ``"node 2 (Boom): RuntimeError: boom"`` when the exception
+    names its node (``node_id``/``class_type``, as prompts.NodeExecutionError does)."""
     node_id = getattr(exc, "node_id", None)
-    detail = f"{type(exc).__name__}: {exc}"
     if node_id is None:
-        return detail
-    prefix = f"node {node_id} ({getattr(exc, 'class_type', None) or '?'})"
-    if str(exc).startswith(f"node {node_id}"):  # already says which node
-        return str(exc)
-    if exc.__cause__ is not None:  # a wrapper around the node's own exception
-        detail = f"{type(exc.__cause__).__name__}: {exc.__cause__}"
-    return f"{prefix}: {detail}"
+        return f"{type(exc).__name__}: {exc}"
+    where = f"node {node_id} ({getattr(exc, 'class_type', None) or '?'})"
+    if getattr(exc, "graph", None) is not None:  # a chain of graphs
+        where = f"prompt[{exc.graph}], {where}"  # type: ignore[attr-defined]
+    cause = exc.__cause__  # the node's own exception when wrapped
+    detail = f"{type(cause).__name__}: {cause}" if cause else f"{type(exc).__name__}: {exc}"
+    return f"{where}: {detail}"
 
 
 def _check_output(out: Any) -> torch.Tensor:

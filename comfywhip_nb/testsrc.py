@@ -3,6 +3,7 @@
 * ``TestPatternTrack``: moving colour bars, a bouncing box, a frame counter and a 16-bit
   binary frame code (so a receiver can tell which frame it got), or one solid colour.
 * ``ImageLoopTrack``: a still or animated image repeated forever.
+* ``FileLoopTrack``: a video file looped forever.
 * ``SineAudioTrack``: a 440 Hz tone.
 * ``open_source``: what ``WHIPClient.publish(source)`` sends for a source name (also files
   and V4L2 cameras through aiortc's ``MediaPlayer``).
@@ -27,7 +28,13 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
-__all__ = ["ImageLoopTrack", "SineAudioTrack", "TestPatternTrack", "open_source"]
+__all__ = [
+    "FileLoopTrack",
+    "ImageLoopTrack",
+    "SineAudioTrack",
+    "TestPatternTrack",
+    "open_source",
+]
 
 VIDEO_CLOCK_RATE = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
@@ -244,6 +251,44 @@ class SineAudioTrack(AudioStreamTrack):
         return frame
 
 
+class FileLoopTrack(VideoStreamTrack):
+    """A video file's frames, looped forever at the file's frame rate (or ``fps``).
+
+    Not ``MediaPlayer(loop=True)``: after a loop its pts restart at 0, which defeats its own
+    pacing, so frames then go out as fast as they decode into an unbounded queue. Here one
+    frame is decoded per ``recv`` in a worker thread, paced on a fixed schedule and restamped.
+    """
+
+    def __init__(self, path: str | Path, fps: float | None = None) -> None:
+        super().__init__()
+        self._container = av.open(str(path))
+        if not self._container.streams.video:
+            self._container.close()
+            raise ValueError(f"{path} has no video stream")
+        stream = self._container.streams.video[0]
+        self.fps = fps or float(stream.average_rate or stream.guessed_rate or 30)
+        self._pacer = _Pacer(self.fps)
+        self._frames = self._container.decode(video=0)
+
+    def _decode(self) -> av.VideoFrame:
+        for _ in range(2):
+            try:
+                return next(self._frames)
+            except StopIteration:
+                self._container.seek(0)
+                self._frames = self._container.decode(video=0)
+        raise MediaStreamError  # the file holds no decodable frame at all
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self._pacer.next()
+        frame = await asyncio.to_thread(self._decode)  # keep decoding off the event loop
+        frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+
 def open_source(
     source: str | os.PathLike[str] | MediaStreamTrack,
     *,
@@ -252,36 +297,36 @@ def open_source(
     height: int = 480,
     fps: float = 30,
 ) -> Tracks:
-    """``(video, audio, player)`` for a source name; raises ValueError for an unusable one.
+    """``(video, audio, player)`` for a source; raises ValueError for an unusable one.
 
     ``"testsrc"`` → ``TestPatternTrack``; an image path → ``ImageLoopTrack`` (fit into
-    width x height); ``/dev/videoN`` → V4L2 ``MediaPlayer``; another file → looped
-    ``MediaPlayer``; a track is used as is (an audio track publishes audio only). With
-    ``audio=True`` the file's own audio is used, else a ``SineAudioTrack``.
+    width x height); ``/dev/videoN`` → V4L2 ``MediaPlayer`` (the only case with a player);
+    another file → ``FileLoopTrack`` at the file's own rate; a track is used as is (an audio
+    track publishes audio only). ``audio=True`` adds a ``SineAudioTrack`` (a file's own audio
+    is not sent: that would need a second paced, looped decoder).
     """
     if isinstance(source, MediaStreamTrack):
         if source.kind == "audio":
             return None, source, None
         return source, SineAudioTrack() if audio else None, None
     name = os.fspath(source)
+    tone = SineAudioTrack() if audio else None
     if name == "testsrc":
-        return TestPatternTrack(width, height, fps), SineAudioTrack() if audio else None, None
+        return TestPatternTrack(width, height, fps), tone, None
     path = Path(name)
     try:
         if name.startswith("/dev/video"):
             options = {"video_size": f"{width}x{height}", "framerate": str(fps)}
             player = MediaPlayer(name, format="v4l2", options=options)
-        elif not path.is_file():
+            if player.video is None:
+                raise ValueError(f"source {name!r} has no video stream")
+            return player.video, tone, player
+        if not path.is_file():
             raise ValueError(
                 f"source {name!r} is not 'testsrc', a /dev/videoN device or an existing file"
             )
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            video = ImageLoopTrack(path, fps, max_size=(width, height))
-            return video, SineAudioTrack() if audio else None, None
-        else:
-            player = MediaPlayer(name, loop=True)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageLoopTrack(path, fps, max_size=(width, height)), tone, None
+        return FileLoopTrack(path), tone, None
     except (av.FFmpegError, OSError) as exc:
         raise ValueError(f"cannot open source {name!r}: {exc}") from exc
-    if player.video is None:
-        raise ValueError(f"source {name!r} has no video stream")
-    return player.video, (player.audio or SineAudioTrack()) if audio else None, player

@@ -28,7 +28,13 @@ from comfywhip_nb.client import (
     strip_candidates,
 )
 from comfywhip_nb.ice import IceServer, parse_sdpfrag
-from comfywhip_nb.testsrc import ImageLoopTrack, SineAudioTrack, TestPatternTrack, open_source
+from comfywhip_nb.testsrc import (
+    FileLoopTrack,
+    ImageLoopTrack,
+    SineAudioTrack,
+    TestPatternTrack,
+    open_source,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +115,22 @@ async def test_image_source_loops(tmp_path: Path) -> None:
     assert anim.frame_count == 3 and colours[0] == colours[3] != colours[1]
 
 
+async def test_video_file_loops_with_monotonic_paced_pts(tmp_path: Path) -> None:
+    """Unlike MediaPlayer(loop=True), pts keep growing across the loop and pacing holds."""
+    clip = tmp_path / "clip.mp4"
+    _write_video(clip, frames=3)
+    track = FileLoopTrack(clip)
+    assert track.fps == 10
+    loop = asyncio.get_running_loop()
+    frames = [await track.recv()]
+    start = loop.time()
+    frames += [await track.recv() for _ in range(6)]
+    assert loop.time() - start >= 0.55
+    assert [f.pts for f in frames] == [i * 9000 for i in range(7)]
+    levels = [int(f.to_ndarray(format="rgb24").mean()) for f in frames]
+    assert levels[0:3] == levels[3:6] and levels[0] != levels[1]
+
+
 def _write_video(path: Path, frames: int = 5) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
@@ -133,9 +155,8 @@ async def test_open_source_selection(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     _write_video(clip)
     video, audio, player = open_source(str(clip), audio=True)
-    assert player is not None and video is player.video and isinstance(audio, SineAudioTrack)
-    assert (await video.recv()).width == 64
-    video.stop()
+    assert isinstance(video, FileLoopTrack) and isinstance(audio, SineAudioTrack)
+    assert player is None and (await video.recv()).width == 64
 
     own = VideoStreamTrack()
     assert open_source(own) == (own, None, None)

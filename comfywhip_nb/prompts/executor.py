@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .graph import PromptError, ValidatedGraph, parse_prompt
+from .graph import PromptError, ValidatedGraph, id_key, parse_prompt
 
 __all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_prompt"]
 
@@ -28,7 +28,9 @@ __all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_
 class NodeExecutionError(RuntimeError):
     """A node raised while running; the original exception is the ``__cause__``."""
 
-    def __init__(self, node_id: str, class_type: str, message: str, graph: int | None = None) -> None:
+    def __init__(
+        self, node_id: str, class_type: str, message: str, graph: int | None = None
+    ) -> None:
         self.node_id = node_id
         self.class_type = class_type
         self.graph = graph
@@ -61,14 +63,49 @@ class _GraphRunner:
     def __init__(self, graph: ValidatedGraph, index: int | None, device: torch.device) -> None:
         self.graph = graph
         self.index = index
-        self.instances = {node_id: _instantiate(graph.nodes[node_id].cls, device) for node_id in graph.order}
-        api = graph.to_api()
-        self.static_hidden = {"UNIQUE_ID": None, "PROMPT": api, "EXTRA_PNGINFO": None, "DYNPROMPT": None}
-        # Free each intermediate result after its last consumer has run.
-        self.last_use: dict[str, int] = {}
-        for step, node_id in enumerate(graph.order):
-            for src, _ in graph.nodes[node_id].links.values():
-                self.last_use[src] = step
+        self.plans = {kind: self._plan(kind) for kind in ("image", "audio")}
+        needed = {node_id for order, _ in self.plans.values() for node_id in order}
+        self.instances = {
+            i: _instantiate(graph.nodes[i].cls, device) for i in sorted(needed, key=id_key)
+        }
+        self.static_hidden = {"PROMPT": graph.to_api(), "EXTRA_PNGINFO": None, "DYNPROMPT": None}
+
+    def _plan(self, kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
+        """Nodes a run of this stream kind needs in topological order (ids in natural order on
+        ties), and the step after which each result can be freed.
+
+        ComfyUI runs only what feeds an output node. A video run executes the SaveTensor's
+        ancestors plus any custom output nodes; an audio run only the SaveAudioTensor's, so one
+        graph can carry both and run each separately.
+        """
+        nodes = self.graph.nodes
+        target = self.graph.image_output if kind == "image" else self.graph.audio_output
+        pending = [] if target is None else [target]
+        if kind == "image" and target is not None:
+            pending += [
+                i
+                for i, n in nodes.items()
+                if getattr(n.cls, "OUTPUT_NODE", False)
+                and not getattr(n.cls, "STREAM_OUTPUT", None)
+            ]
+        needed: set[str] = set()
+        while pending:
+            node_id = pending.pop()
+            if node_id not in needed:
+                needed.add(node_id)
+                pending.extend(src for src, _ in nodes[node_id].links.values())
+        order: list[str] = []
+        remaining = sorted(needed, key=id_key)
+        while remaining:  # validation ruled out cycles, so each pass makes progress
+            done = set(order)
+            ready = [i for i in remaining if all(s in done for s, _ in nodes[i].links.values())]
+            order.extend(ready)
+            remaining = [i for i in remaining if i not in set(ready)]
+        last_use: dict[str, int] = {}
+        for step, node_id in enumerate(order):
+            for src, _ in nodes[node_id].links.values():
+                last_use[src] = step
+        return tuple(order), last_use
 
     def _hidden(self, node_id: str, stream: Mapping[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -84,13 +121,18 @@ class _GraphRunner:
         return values
 
     def run(
-        self, stream: Mapping[str, Any], timings: dict[str, float] | None, sync: Callable[[], None]
+        self,
+        kind: str,
+        stream: Mapping[str, Any],
+        timings: dict[str, float] | None,
+        sync: Callable[[], None],
     ) -> dict[str, Any]:
-        """Run every needed node once; return the stream outputs found ({"image": ..., ...})."""
+        """Run the nodes this stream kind needs, once each; return the stream outputs reached."""
         nodes = self.graph.nodes
+        order, last_use = self.plans[kind]
         results: dict[str, tuple[Any, ...]] = {}
         outputs: dict[str, Any] = {}
-        for step, node_id in enumerate(self.graph.order):
+        for step, node_id in enumerate(order):
             node = nodes[node_id]
             kwargs = dict(node.literals)
             for name, (src, idx) in node.links.items():
@@ -101,7 +143,9 @@ class _GraphRunner:
                 result = getattr(self.instances[node_id], node.cls.FUNCTION)(**kwargs)
                 result = self._check_result(node.cls, result)
             except Exception as exc:
-                raise NodeExecutionError(node_id, node.class_type, f"{type(exc).__name__}: {exc}", self.index) from exc
+                raise NodeExecutionError(
+                    node_id, node.class_type, f"{type(exc).__name__}: {exc}", self.index
+                ) from exc
             if timings is not None:
                 sync()
                 prefix = f"prompt[{self.index}]/" if self.index is not None else ""
@@ -111,32 +155,40 @@ class _GraphRunner:
             if stream_output and node_id in (self.graph.image_output, self.graph.audio_output):
                 outputs[stream_output[0]] = kwargs[stream_output[1]]
             for src, _ in node.links.values():
-                if self.last_use.get(src) == step:
+                if last_use.get(src) == step:
                     results.pop(src, None)
         return outputs
 
     @staticmethod
     def _check_result(cls: type, result: Any) -> tuple[Any, ...]:
-        if isinstance(result, dict) and "result" in result:  # ComfyUI's {"ui": ..., "result": (...)}
+        if (
+            isinstance(result, dict) and "result" in result
+        ):  # ComfyUI's {"ui": ..., "result": (...)}
             result = result["result"]
         if result is None and not cls.RETURN_TYPES:
             return ()
         if not isinstance(result, (tuple, list)) or len(result) < len(cls.RETURN_TYPES):
-            raise TypeError(f"returned {type(result).__name__}, expected a tuple of {len(cls.RETURN_TYPES)} output(s)")
+            raise TypeError(
+                f"returned {type(result).__name__}, "
+                f"expected a tuple of {len(cls.RETURN_TYPES)} output(s)"
+            )
         return tuple(result)
 
 
 class Prompt:
     """A validated prompt, ready to run on frames. Build it with ``load_prompt``."""
 
-    def __init__(self, graphs: Sequence[ValidatedGraph], device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, graphs: Sequence[ValidatedGraph], device: str | torch.device | None = None
+    ) -> None:
         if not graphs:
             raise PromptError("the prompt is empty")
         self._graphs = tuple(graphs)
         self._device = torch.device(device) if device is not None else _default_device()
         chained = len(self._graphs) > 1
         self._runners = [
-            _GraphRunner(graph, i if chained else None, self._device) for i, graph in enumerate(self._graphs)
+            _GraphRunner(graph, i if chained else None, self._device)
+            for i, graph in enumerate(self._graphs)
         ]
         self._api = [graph.to_api() for graph in self._graphs]
         self._lock = threading.Lock()
@@ -152,7 +204,7 @@ class Prompt:
 
     @property
     def device(self) -> torch.device:
-        """Where the nodes run: CUDA when available, else the CPU (or what load_prompt was given)."""
+        """Where the nodes run: CUDA when available, else the CPU (or load_prompt's device)."""
         return self._device
 
     @property
@@ -161,7 +213,7 @@ class Prompt:
         return copy.deepcopy(self._api)
 
     def to_json(self) -> str:
-        """API-format JSON: one graph as an object, a chain as a list. ``load_prompt`` reads it back."""
+        """API-format JSON: a graph as an object, a chain as a list; ``load_prompt`` reads it."""
         return json.dumps(self._api[0] if len(self._api) == 1 else self._api)
 
     def __repr__(self) -> str:
@@ -172,18 +224,21 @@ class Prompt:
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
 
-    def _run(self, stream: dict[str, Any], timings: dict[str, float] | None) -> dict[str, Any]:
+    def _run(self, kind: str, value: Any, timings: dict[str, float] | None) -> Any:
+        stream = {kind: value}
         with self._lock, torch.no_grad():
             for runner in self._runners:
-                stream.update(runner.run(stream, timings, self._sync))
-        return stream
+                stream.update(runner.run(kind, stream, timings, self._sync))
+        return stream[kind]
 
     def _run_image(self, image: torch.Tensor, timings: dict[str, float] | None) -> torch.Tensor:
         if not isinstance(image, torch.Tensor):
             raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
         if image.ndim != 4 or not image.is_floating_point():
-            raise ValueError(f"image must be a float IMAGE [B,H,W,C], got {image.dtype} {tuple(image.shape)}")
-        out = self._run({"image": image.to(self._device)}, timings)["image"]
+            raise ValueError(
+                f"image must be a float IMAGE [B,H,W,C], got {image.dtype} {tuple(image.shape)}"
+            )
+        out = self._run("image", image.to(self._device), timings)
         return out.to(image.device)
 
     def run(self, image: torch.Tensor) -> torch.Tensor:
@@ -205,7 +260,7 @@ class Prompt:
         if not isinstance(waveform, torch.Tensor):
             raise TypeError("audio must be a dict {'waveform': tensor, 'sample_rate': int}")
         moved = {**audio, "waveform": waveform.to(self._device)}
-        out = self._run({"audio": moved}, None)["audio"]
+        out = self._run("audio", moved, None)
         if out is moved:
             return audio
         return {**out, "waveform": out["waveform"].to(waveform.device)}
@@ -224,7 +279,11 @@ def load_prompt(
 
 def _preset_files() -> dict[str, Any]:
     folder = resources.files(__package__).joinpath("presets")
-    return {entry.name[: -len(".json")]: entry for entry in folder.iterdir() if entry.name.endswith(".json")}
+    return {
+        entry.name[: -len(".json")]: entry
+        for entry in folder.iterdir()
+        if entry.name.endswith(".json")
+    }
 
 
 def list_presets() -> list[str]:

@@ -38,8 +38,6 @@ MAX_NODES = 1000
 #: Largest JSON text (string or file) accepted.
 MAX_JSON_BYTES = 1 << 20
 
-_WIDGETS = ("INT", "FLOAT", "BOOLEAN", "STRING")
-
 
 @dataclass(frozen=True)
 class NodeError:
@@ -77,7 +75,9 @@ class PromptError(ValueError):
             errors = [errors]
         self.errors: list[NodeError] = list(errors)
         lines = [str(e) for e in self.errors]
-        text = lines[0] if len(lines) == 1 else f"{len(lines)} errors in prompt:\n" + "\n".join(lines)
+        text = (
+            lines[0] if len(lines) == 1 else f"{len(lines)} errors in prompt:\n" + "\n".join(lines)
+        )
         super().__init__(text)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,8 +99,7 @@ class ValidatedNode:
 @dataclass(frozen=True)
 class ValidatedGraph:
     nodes: Mapping[str, ValidatedNode]
-    order: tuple[str, ...]
-    """Nodes that feed an output node, in a topological order (ids in natural order on ties)."""
+    """Every node, in the prompt's order; the links between them form no cycle."""
     image_output: str | None
     audio_output: str | None
 
@@ -117,7 +116,7 @@ class ValidatedGraph:
         return out
 
 
-def _id_key(node_id: str) -> tuple[int, int, str]:
+def id_key(node_id: str) -> tuple[int, int, str]:
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
 
@@ -135,7 +134,9 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PromptError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise PromptError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     except RecursionError:
         raise PromptError("prompt JSON is nested too deeply") from None
 
@@ -146,7 +147,9 @@ def _read_file(path: Path, allowed_dir: str | Path | None) -> Any:
         if allowed_dir is not None:
             root = Path(allowed_dir).expanduser().resolve()
             if not resolved.is_relative_to(root):
-                raise PromptError(f"prompt file {str(path)!r} lies outside the allowed folder {str(root)!r}")
+                raise PromptError(
+                    f"prompt file {str(path)!r} lies outside the allowed folder {str(root)!r}"
+                )
         if not resolved.is_file():
             raise PromptError(f"prompt file {str(path)!r} does not exist")
         if resolved.stat().st_size > MAX_JSON_BYTES:
@@ -175,7 +178,9 @@ def _load_raw(p: Any, allowed_dir: str | Path | None) -> Any:
         return _read_file(Path(p), allowed_dir)
     if isinstance(p, Path):
         return _read_file(p, allowed_dir)
-    raise PromptError(f"a prompt must be a dict, a list, a JSON string or a path, got {type(p).__name__}")
+    raise PromptError(
+        f"a prompt must be a dict, a list, a JSON string or a path, got {type(p).__name__}"
+    )
 
 
 # --- input specs -------------------------------------------------------------------------------
@@ -229,41 +234,36 @@ def _type_name(kind: Any) -> str:
     return "COMBO" if isinstance(kind, list) else str(kind)
 
 
-def _check_literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> tuple[Any, str | None]:
-    """(normalised value, error message or None) for a literal widget value."""
+def _literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> Any:
+    """The literal, normalised (INT given as 3.0 becomes 3); ValueError says what is wrong."""
     if isinstance(kind, list):
         try:
             ok = value in kind
         except Exception:
             ok = False
         if not ok:
-            return value, f"input '{name}' = {_short(value)} is not one of {_short(kind)}"
-        return value, None
-    if kind in ("INT", "FLOAT"):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value):
-            return value, f"input '{name}' expects {kind}, got {type(value).__name__} {_short(value)}"
-        if kind == "INT":
-            if isinstance(value, float) and not value.is_integer():
-                return value, f"input '{name}' expects INT, got float {_short(value)}"
-            value = int(value)
-        else:
-            value = float(value)
-        low, high = options.get("min"), options.get("max")
-        if isinstance(low, (int, float)) and value < low:
-            return value, f"input '{name}' = {_short(value)} is below min {low}"
-        if isinstance(high, (int, float)) and value > high:
-            return value, f"input '{name}' = {_short(value)} is above max {high}"
-        return value, None
-    if kind == "BOOLEAN":
-        if not isinstance(value, bool):
-            return value, f"input '{name}' expects BOOLEAN, got {type(value).__name__} {_short(value)}"
-        return value, None
-    if kind == "STRING":
-        if not isinstance(value, str):
-            return value, f"input '{name}' expects STRING, got {type(value).__name__} {_short(value)}"
-        return value, None
-    return value, f"input '{name}' expects a link to a {kind} output, got the literal {_short(value)}"
+            raise ValueError(f"input '{name}' = {_short(value)} is not one of {_short(kind)}")
+        return value
+    accepted = {"INT": (int, float), "FLOAT": (int, float), "BOOLEAN": bool, "STRING": str}
+    if kind not in accepted:
+        raise ValueError(f"input '{name}' expects a link to a {kind} output, got {_short(value)}")
+    numeric = kind in ("INT", "FLOAT")
+    wrong = not isinstance(value, accepted[kind]) or (
+        numeric and (isinstance(value, bool) or not math.isfinite(value))
+    )
+    if wrong or (kind == "INT" and isinstance(value, float) and not value.is_integer()):
+        raise ValueError(
+            f"input '{name}' expects {kind}, got {type(value).__name__} {_short(value)}"
+        )
+    if not numeric:
+        return value
+    value = int(value) if kind == "INT" else float(value)
+    low, high = options.get("min"), options.get("max")
+    if isinstance(low, (int, float)) and value < low:
+        raise ValueError(f"input '{name}' = {_short(value)} is below min {low}")
+    if isinstance(high, (int, float)) and value > high:
+        raise ValueError(f"input '{name}' = {_short(value)} is above max {high}")
+    return value
 
 
 # --- one graph ---------------------------------------------------------------------------------
@@ -295,7 +295,10 @@ class _GraphChecker:
     def run(self) -> ValidatedGraph | None:
         graph = self.graph
         if not isinstance(graph, dict):
-            self.error(None, f"a graph must be an object mapping node ids to nodes, got {type(graph).__name__}")
+            self.error(
+                None,
+                f"a graph must be an object mapping node ids to nodes, got {type(graph).__name__}",
+            )
             return None
         if isinstance(graph.get("nodes"), list) or ("nodes" in graph and "links" in graph):
             self.error(None, "this is a UI-format workflow; export it with 'Save (API Format)'")
@@ -311,16 +314,22 @@ class _GraphChecker:
                 nodes[draft.node_id] = validated
         self._check_cycles(drafts)
         outputs = {
-            kind: sorted((i for i, n in nodes.items() if getattr(n.cls, "STREAM_OUTPUT", ("",))[0] == kind), key=_id_key)
+            kind: sorted(
+                (i for i, n in nodes.items() if getattr(n.cls, "STREAM_OUTPUT", ("",))[0] == kind),
+                key=id_key,
+            )
             for kind in ("image", "audio")
         }
         if not any(getattr(d.cls, "STREAM_OUTPUT", None) for d in drafts.values()):
-            self.error(None, "the prompt has no output node: add a SaveTensor (PreviewImage and SaveImage map to it)")
+            self.error(
+                None,
+                "the prompt has no output node: add a SaveTensor "
+                "(PreviewImage and SaveImage map to it)",
+            )
         if self.errors:
             return None
         return ValidatedGraph(
             nodes=nodes,
-            order=_execution_order(nodes),
             image_output=outputs["image"][0] if outputs["image"] else None,
             audio_output=outputs["audio"][0] if outputs["audio"] else None,
         )
@@ -334,7 +343,11 @@ class _GraphChecker:
                 self.error(where, "duplicate node id")
                 continue
             if not isinstance(entry, dict):
-                self.error(where, f"a node must be an object with 'class_type' and 'inputs', got {type(entry).__name__}")
+                self.error(
+                    where,
+                    "a node must be an object with 'class_type' and 'inputs', "
+                    f"got {type(entry).__name__}",
+                )
                 continue
             written = entry.get("class_type")
             if not isinstance(written, str) or not written:
@@ -345,7 +358,9 @@ class _GraphChecker:
             inputs = entry.get("inputs", {})
             meta = entry.get("_meta")
             title = meta.get("title") if isinstance(meta, dict) else None
-            draft = _Draft(node_id, written, canonical, cls, inputs, title if isinstance(title, str) else None)
+            draft = _Draft(
+                node_id, written, canonical, cls, inputs, title if isinstance(title, str) else None
+            )
             drafts[node_id] = draft
             if cls is None:
                 names = list(self.classes) + list(registry.ALIASES)
@@ -383,17 +398,18 @@ class _GraphChecker:
                 if link is not None:
                     links[name] = link
                 continue
-            value, problem = _check_literal(name, value, kind, options)
-            if problem:
-                self.error(draft, problem, name)
-            else:
-                literals[name] = value
+            try:
+                literals[name] = _literal(name, value, kind, options)
+            except ValueError as exc:
+                self.error(draft, str(exc), name)
         self.edges[draft.node_id] = {src for src, _ in links.values()}
         if len(self.errors) == before:
             self._validate_inputs(draft, literals, links)
         if len(self.errors) != before:
             return None
-        return ValidatedNode(draft.node_id, draft.class_type, draft.cls, literals, links, hidden, draft.title)
+        return ValidatedNode(
+            draft.node_id, draft.class_type, draft.cls, literals, links, hidden, draft.title
+        )
 
     def _check_link(
         self, draft: _Draft, name: str, value: list[Any], kind: Any, drafts: Mapping[str, _Draft]
@@ -401,7 +417,11 @@ class _GraphChecker:
         src, idx = value if len(value) == 2 else (None, None)
         if not _is_node_ref(src) or isinstance(idx, bool) or not isinstance(idx, int):
             expected = '["<node id>", <output index>]'
-            self.error(draft, f"input '{name}' = {_short(value)} is a malformed link; expected {expected}", name)
+            self.error(
+                draft,
+                f"input '{name}' = {_short(value)} is a malformed link; expected {expected}",
+                name,
+            )
             return None
         src = str(src)
         source = drafts.get(src)
@@ -430,7 +450,9 @@ class _GraphChecker:
             return None
         return (src, idx)
 
-    def _validate_inputs(self, draft: _Draft, literals: Mapping[str, Any], links: Mapping[str, Any]) -> None:
+    def _validate_inputs(
+        self, draft: _Draft, literals: Mapping[str, Any], links: Mapping[str, Any]
+    ) -> None:
         """ComfyUI's optional ``VALIDATE_INPUTS`` hook, given the literal inputs it names."""
         hook = getattr(draft.cls, "VALIDATE_INPUTS", None)
         if not callable(hook):
@@ -444,84 +466,30 @@ class _GraphChecker:
             self.error(draft, f"VALIDATE_INPUTS failed: {exc!r}")
             return
         if result is not True:
-            self.error(draft, str(result) if isinstance(result, str) else f"VALIDATE_INPUTS returned {_short(result)}")
+            self.error(
+                draft,
+                str(result)
+                if isinstance(result, str)
+                else f"VALIDATE_INPUTS returned {_short(result)}",
+            )
 
     def _check_cycles(self, drafts: Mapping[str, _Draft]) -> None:
-        edges = {node_id: sorted(self.edges.get(node_id, ()), key=_id_key) for node_id in drafts}
-        for component in _strongly_connected(edges):
-            if len(component) == 1 and component[0] not in edges[component[0]]:
-                continue
-            members = sorted(component, key=_id_key)
-            path = " -> ".join([*members, members[0]])
-            for node_id in members:
-                self.error(drafts[node_id], f"is part of a cycle {path}")
+        """Report every node whose inputs lead back to itself (at most 1000 nodes: n^2 is fine)."""
+        for start in drafts:
+            seen: set[str] = set()
+            stack = list(self.edges.get(start, ()))
+            while stack:
+                current = stack.pop()
+                if current == start:
+                    self.error(drafts[start], "is part of a cycle: its inputs lead back to itself")
+                    break
+                if current not in seen:
+                    seen.add(current)
+                    stack.extend(self.edges.get(current, ()))
 
 
 def _is_node_ref(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
-
-
-def _strongly_connected(edges: Mapping[str, list[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iterative so a long chain cannot hit the recursion limit."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    components: list[list[str]] = []
-    counter = 0
-    for root in edges:
-        if root in index:
-            continue
-        work = [(root, 0)]
-        while work:
-            node, i = work.pop()
-            if i == 0:
-                index[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            successors = edges[node]
-            if i < len(successors):
-                work.append((node, i + 1))
-                nxt = successors[i]
-                if nxt not in index:
-                    work.append((nxt, 0))
-                elif nxt in on_stack:
-                    low[node] = min(low[node], index[nxt])
-                continue
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                components.append(component)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return components
-
-
-def _execution_order(nodes: Mapping[str, ValidatedNode]) -> tuple[str, ...]:
-    """Ancestors of the output nodes in topological order (ComfyUI runs only those)."""
-    needed: set[str] = set()
-    pending = [i for i, n in nodes.items() if getattr(n.cls, "OUTPUT_NODE", False)]
-    while pending:
-        node_id = pending.pop()
-        if node_id not in needed:
-            needed.add(node_id)
-            pending.extend(src for src, _ in nodes[node_id].links.values())
-    order: list[str] = []
-    done: set[str] = set()
-    remaining = sorted(needed, key=_id_key)
-    while remaining:
-        ready = [i for i in remaining if all(src in done for src, _ in nodes[i].links.values())]
-        order.extend(ready)
-        done.update(ready)
-        remaining = [i for i in remaining if i not in done]
-    return tuple(order)
 
 
 def _unwrap(raw: Any) -> Any:

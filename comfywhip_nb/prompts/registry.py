@@ -69,7 +69,9 @@ def _check_node_class(name: object, cls: object) -> None:
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"node names must be non-empty strings, got {name!r}")
     if name in ALIASES:
-        raise ValueError(f"{name!r} is reserved: it maps to {ALIASES[name]} (ComfyStream convention)")
+        raise ValueError(
+            f"{name!r} is reserved: it maps to {ALIASES[name]} (ComfyStream convention)"
+        )
     if not isinstance(cls, type):
         raise TypeError(f"node {name!r} must be a class, got {type(cls).__name__}")
     if not callable(getattr(cls, "INPUT_TYPES", None)):
@@ -79,10 +81,14 @@ def _check_node_class(name: object, cls: object) -> None:
         raise TypeError(f"node {name!r}: RETURN_TYPES must be a tuple, got {return_types!r}")
     function = getattr(cls, "FUNCTION", None)
     if not isinstance(function, str) or not callable(getattr(cls, function, None)):
-        raise TypeError(f"node {name!r}: FUNCTION must name a method of the class, got {function!r}")
+        raise TypeError(
+            f"node {name!r}: FUNCTION must name a method of the class, got {function!r}"
+        )
 
 
-def register_nodes(mapping: Mapping[str, type], display_names: Mapping[str, str] | None = None) -> None:
+def register_nodes(
+    mapping: Mapping[str, type], display_names: Mapping[str, str] | None = None
+) -> None:
     """Register ComfyUI-contract node classes (a custom pack's ``NODE_CLASS_MAPPINGS``).
 
     Every class is checked before any is added, so a bad pack registers nothing. A name that
@@ -102,7 +108,7 @@ def register_nodes(mapping: Mapping[str, type], display_names: Mapping[str, str]
 
 
 def unregister_nodes(*names: str) -> None:
-    """Remove nodes by name (for tests and notebooks that re-run a cell); unknown names are ignored."""
+    """Remove nodes by name (tests, notebooks re-running a cell); unknown names are ignored."""
     with _lock:
         for name in names:
             NODE_CLASS_MAPPINGS.pop(name, None)
@@ -216,7 +222,11 @@ def _comfy_type(annotation: Any, where: str) -> tuple[Any, dict[str, Any], bool]
     simple = {bool: "BOOLEAN", int: "INT", float: "FLOAT", str: "STRING", torch.Tensor: "IMAGE"}
     if isinstance(annotation, type) and annotation in simple:
         return simple[annotation], {}, False
-    if isinstance(annotation, str) and annotation.replace("_", "").isalnum() and annotation.isupper():
+    if (
+        isinstance(annotation, str)
+        and annotation.replace("_", "").isalnum()
+        and annotation.isupper()
+    ):
         return annotation, {}, False
     raise TypeError(f"@node: {where} has an unsupported annotation {annotation!r}")
 
@@ -259,7 +269,8 @@ def _build_class(
         return_types = ()
     elif typing.get_origin(ret) is tuple:
         return_types = tuple(
-            _comfy_type(_resolve(a, globalns), f"return of {fn.__name__}")[0] for a in typing.get_args(ret)
+            _comfy_type(_resolve(a, globalns), f"return of {fn.__name__}")[0]
+            for a in typing.get_args(ret)
         )
     else:
         return_types = (_comfy_type(ret, f"return of {fn.__name__}")[0],)

@@ -40,7 +40,9 @@ class LoadAudioTensor:
             "hidden": {"audio": "STREAM_AUDIO"},
         }
 
-    def execute(self, audio: dict[str, Any] | None = None, buffer_size: float = 500.0) -> tuple[dict[str, Any]]:
+    def execute(
+        self, audio: dict[str, Any] | None = None, buffer_size: float = 500.0
+    ) -> tuple[dict[str, Any]]:
         if audio is None:
             raise RuntimeError("LoadAudioTensor has no audio: this run was given none")
         return (check_audio(audio),)
@@ -64,7 +66,10 @@ class SaveAudioTensor:
         return ()
 
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {"LoadAudioTensor": LoadAudioTensor, "SaveAudioTensor": SaveAudioTensor}
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "LoadAudioTensor": LoadAudioTensor,
+    "SaveAudioTensor": SaveAudioTensor,
+}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LoadAudioTensor": "Load Audio Tensor",
     "SaveAudioTensor": "Save Audio Tensor",

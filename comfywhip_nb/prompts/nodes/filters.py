@@ -55,7 +55,9 @@ def _depthwise(x: torch.Tensor, kernel: torch.Tensor, vertical: bool) -> torch.T
     return F.conv2d(x, kernel.view(shape).repeat(channels, 1, 1, 1), groups=channels)
 
 
-def separable_blur(x: torch.Tensor, radius: int, sigma: float, kernel: torch.Tensor | None = None) -> torch.Tensor:
+def separable_blur(
+    x: torch.Tensor, radius: int, sigma: float, kernel: torch.Tensor | None = None
+) -> torch.Tensor:
     """Gaussian blur of BCHW ``x`` with reflect padding (ComfyUI's ImageBlur), as two 1-D passes."""
     if kernel is None:
         kernel = gaussian_1d(2 * radius + 1, sigma, x.device, x.dtype)
@@ -107,7 +109,9 @@ class ImageSharpen:
             }
         }
 
-    def sharpen(self, image: torch.Tensor, sharpen_radius: int, sigma: float, alpha: float) -> tuple[torch.Tensor]:
+    def sharpen(
+        self, image: torch.Tensor, sharpen_radius: int, sigma: float, alpha: float
+    ) -> tuple[torch.Tensor]:
         if sharpen_radius == 0:
             return (image,)
         x = image.permute(0, 3, 1, 2)
@@ -157,7 +161,9 @@ class ImageBlend:
     ) -> tuple[torch.Tensor]:
         image1, image2 = _match_channels(image1, image2.to(image1.device))
         if image1.shape[1:3] != image2.shape[1:3]:
-            resized = common_upscale(image2.movedim(-1, 1), image1.shape[2], image1.shape[1], "bicubic", "center")
+            resized = common_upscale(
+                image2.movedim(-1, 1), image1.shape[2], image1.shape[1], "bicubic", "center"
+            )
             image2 = resized.movedim(1, -1)
         if image2.shape[0] != image1.shape[0]:
             image2 = image2[torch.arange(image1.shape[0], device=image2.device) % image2.shape[0]]
@@ -237,7 +243,11 @@ class ImageQuantize:
         for frame in image:
             # ComfyUI converts with a truncating cast; the clamp only avoids uint8 wrap-around.
             rgb = (frame[..., :3].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-            frames.append(torch.from_numpy(self.quantize_frame(rgb, colors, dither).astype(np.float32) / 255.0))
+            frames.append(
+                torch.from_numpy(
+                    self.quantize_frame(rgb, colors, dither).astype(np.float32) / 255.0
+                )
+            )
         out = torch.stack(frames).to(image.device)
         if image.shape[-1] > 3:
             out = torch.cat((out, image[..., 3:]), dim=-1)
@@ -263,7 +273,11 @@ def canny_edges(image: torch.Tensor, low: float, high: float) -> tuple[torch.Ten
     kernel = torch.exp(-(x * x) / 2.0)
     blurred = separable_blur(gray, 2, 1.0, (kernel / kernel.sum()).to(gray.dtype))
     padded = F.pad(blurred, (1, 1, 1, 1), mode="replicate")
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=image.device, dtype=gray.dtype)
+    sobel = torch.tensor(
+        [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],
+        device=image.device,
+        dtype=gray.dtype,
+    )
     gx = F.conv2d(padded, sobel.view(1, 1, 3, 3))
     gy = F.conv2d(padded, sobel.t().contiguous().view(1, 1, 3, 3))
     magnitude = torch.sqrt(gx * gx + gy * gy + 1e-6)
@@ -271,7 +285,9 @@ def canny_edges(image: torch.Tensor, low: float, high: float) -> tuple[torch.Ten
 
     h, w = magnitude.shape[-2:]
     zero_padded = F.pad(magnitude, (1, 1, 1, 1))
-    neighbours = torch.cat([zero_padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NMS_OFFSETS], 1)
+    neighbours = torch.cat(
+        [zero_padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NMS_OFFSETS], 1
+    )
     ahead = torch.gather(neighbours, 1, direction)
     behind = torch.gather(neighbours, 1, (direction + 4).remainder(8))
     magnitude = magnitude * ((magnitude - ahead > 0) & (magnitude - behind > 0))
@@ -281,7 +297,9 @@ def canny_edges(image: torch.Tensor, low: float, high: float) -> tuple[torch.Ten
     while True:
         before = edges
         for _ in range(4):
-            edges = ((F.max_pool2d(edges, 3, stride=1, padding=1) > 0) & weak_or_strong).to(gray.dtype)
+            edges = ((F.max_pool2d(edges, 3, stride=1, padding=1) > 0) & weak_or_strong).to(
+                gray.dtype
+            )
         if torch.equal(before, edges):
             return magnitude, edges
 
@@ -312,7 +330,9 @@ class Canny:
             return f"low_threshold {low_threshold} is above high_threshold {high_threshold}"
         return True
 
-    def detect_edge(self, image: torch.Tensor, low_threshold: float, high_threshold: float) -> tuple[torch.Tensor]:
+    def detect_edge(
+        self, image: torch.Tensor, low_threshold: float, high_threshold: float
+    ) -> tuple[torch.Tensor]:
         _, edges = canny_edges(image.permute(0, 3, 1, 2), low_threshold, high_threshold)
         return (edges.permute(0, 2, 3, 1).expand(-1, -1, -1, 3).contiguous(),)
 

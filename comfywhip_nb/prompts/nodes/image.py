@@ -32,23 +32,29 @@ def check_pixels(batch: int, height: int, width: int) -> None:
     total = int(batch) * int(height) * int(width)
     if total > MAX_OUTPUT_PIXELS:
         raise ValueError(
-            f"output of {batch}x{height}x{width} = {total} pixels is over the limit of {MAX_OUTPUT_PIXELS}"
+            f"output of {batch}x{height}x{width} = {total} pixels is over "
+            f"the limit of {MAX_OUTPUT_PIXELS}"
         )
 
 
 def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Pillow's Lanczos through uint8, as ComfyUI's ``comfy.utils.lanczos`` does (CPU round trip)."""
+    """Pillow's Lanczos through uint8 on the CPU, as ComfyUI's ``comfy.utils.lanczos``."""
     out = []
     for image in samples:  # [C, H, W]
         arr = np.clip(255.0 * image.movedim(0, -1).float().cpu().numpy(), 0, 255).astype(np.uint8)
         planes = [arr] if arr.shape[-1] == 3 else [arr[..., c] for c in range(arr.shape[-1])]
-        resized = [np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.LANCZOS)) for p in planes]
+        resized = [
+            np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.LANCZOS))
+            for p in planes
+        ]
         stacked = resized[0] if arr.shape[-1] == 3 else np.stack(resized, axis=-1)
         out.append(torch.from_numpy(stacked.astype(np.float32) / 255.0).movedim(-1, 0))
     return torch.stack(out).to(samples.device, samples.dtype)
 
 
-def common_upscale(samples: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
+def common_upscale(
+    samples: torch.Tensor, width: int, height: int, method: str, crop: str
+) -> torch.Tensor:
     """ComfyUI's ``comfy.utils.common_upscale`` on ``[B, C, H, W]``: optional centre crop to the
     target aspect (offsets rounded like ComfyUI), then ``F.interpolate`` with the method's own
     torch defaults (no antialias, ``align_corners=False``) or Pillow Lanczos. Unlike ComfyUI a
@@ -62,7 +68,9 @@ def common_upscale(samples: torch.Tensor, width: int, height: int, method: str, 
         elif old_aspect < new_aspect:
             y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
         keep_h, keep_w = max(1, old_h - 2 * y), max(1, old_w - 2 * x)
-        samples = samples.narrow(-2, min(y, old_h - keep_h), keep_h).narrow(-1, min(x, old_w - keep_w), keep_w)
+        samples = samples.narrow(-2, min(y, old_h - keep_h), keep_h).narrow(
+            -1, min(x, old_w - keep_w), keep_w
+        )
     if method == "lanczos":
         return _lanczos(samples, width, height)
     return F.interpolate(samples, size=(height, width), mode=method)
@@ -139,7 +147,9 @@ class ImageScaleBy:
             }
         }
 
-    def upscale(self, image: torch.Tensor, upscale_method: str, scale_by: float) -> tuple[torch.Tensor]:
+    def upscale(
+        self, image: torch.Tensor, upscale_method: str, scale_by: float
+    ) -> tuple[torch.Tensor]:
         width = max(1, round(image.shape[2] * scale_by))
         height = max(1, round(image.shape[1] * scale_by))
         return (_scale(image, width, height, upscale_method, "disabled"),)
@@ -196,14 +206,16 @@ class ImageCrop:
             }
         }
 
-    def crop(self, image: torch.Tensor, width: int, height: int, x: int, y: int) -> tuple[torch.Tensor]:
+    def crop(
+        self, image: torch.Tensor, width: int, height: int, x: int, y: int
+    ) -> tuple[torch.Tensor]:
         x = min(x, image.shape[2] - 1)
         y = min(y, image.shape[1] - 1)
         return (image[:, y : y + height, x : x + width, :],)
 
 
 class ImageFlip:
-    """"x-axis: vertically" flips rows (upside down), "y-axis: horizontally" flips columns
+    """ "x-axis: vertically" flips rows (upside down), "y-axis: horizontally" flips columns
     (mirror), ComfyUI's strings and meaning."""
 
     CATEGORY = "image/transform"
@@ -212,7 +224,12 @@ class ImageFlip:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"image": ("IMAGE",), "flip_method": (["x-axis: vertically", "y-axis: horizontally"],)}}
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "flip_method": (["x-axis: vertically", "y-axis: horizontally"],),
+            }
+        }
 
     def flip(self, image: torch.Tensor, flip_method: str) -> tuple[torch.Tensor]:
         return (torch.flip(image, dims=[1] if flip_method.startswith("x") else [2]),)
@@ -256,19 +273,26 @@ class EmptyImage:
                 "width": ("INT", dict(side)),
                 "height": ("INT", dict(side)),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
-                "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
+                "color": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"},
+                ),
             }
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width: int = 512, height: int = 512, batch_size: int = 1) -> bool | str:
+    def VALIDATE_INPUTS(
+        cls, width: int = 512, height: int = 512, batch_size: int = 1
+    ) -> bool | str:
         try:
             check_pixels(batch_size, height, width)
         except ValueError as exc:
             return str(exc)
         return True
 
-    def generate(self, width: int, height: int, batch_size: int = 1, color: int = 0) -> tuple[torch.Tensor]:
+    def generate(
+        self, width: int, height: int, batch_size: int = 1, color: int = 0
+    ) -> tuple[torch.Tensor]:
         check_pixels(batch_size, height, width)
         rgb = torch.tensor(
             [((color >> 16) & 0xFF) / 0xFF, ((color >> 8) & 0xFF) / 0xFF, (color & 0xFF) / 0xFF],
@@ -316,7 +340,12 @@ class RepeatImageBatch:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"image": ("IMAGE",), "amount": ("INT", {"default": 1, "min": 1, "max": 4096})}}
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "amount": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            }
+        }
 
     def repeat(self, image: torch.Tensor, amount: int) -> tuple[torch.Tensor]:
         check_pixels(image.shape[0] * amount, image.shape[1], image.shape[2])
@@ -336,7 +365,10 @@ class ImageFromBatch:
         return {
             "required": {
                 "image": ("IMAGE",),
-                "batch_index": ("INT", {"default": 0, "min": -MAX_RESOLUTION, "max": MAX_RESOLUTION}),
+                "batch_index": (
+                    "INT",
+                    {"default": 0, "min": -MAX_RESOLUTION, "max": MAX_RESOLUTION},
+                ),
                 "length": ("INT", {"default": 1, "min": 1, "max": 4096}),
             }
         }

@@ -20,7 +20,9 @@ def check_image(value: Any, what: str = "images") -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{what} must be an IMAGE tensor [B,H,W,C], got {type(value).__name__}")
     if value.ndim != 4:
-        raise ValueError(f"{what} must be an IMAGE tensor [B,H,W,C], got shape {tuple(value.shape)}")
+        raise ValueError(
+            f"{what} must be an IMAGE tensor [B,H,W,C], got shape {tuple(value.shape)}"
+        )
     return value
 
 
@@ -65,4 +67,7 @@ class SaveTensor:
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {"LoadTensor": LoadTensor, "SaveTensor": SaveTensor}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {"LoadTensor": "Load Tensor", "SaveTensor": "Save Tensor"}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "LoadTensor": "Load Tensor",
+    "SaveTensor": "Save Tensor",
+}
