@@ -1,1 +1,36 @@
-"""comfywhip_nb: a WHIP (RFC 9725) server in a notebook kernel running ComfyUI-style prompts."""
+"""comfywhip_nb: a WHIP (RFC 9725) server in a notebook kernel running ComfyUI-style prompts.
+
+Public API (re-exports only)::
+
+    from comfywhip_nb import WhipServer, WHIPClient, load_prompt
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .client import WHIPClient, WHIPError
+from .errors import WhipError
+from .ice import IceServer
+from .prompts import Prompt, PromptError, load_prompt, node, register_nodes
+from .server import WhipServer
+from .sessions import SessionInfo
+
+__all__ = [
+    "IceServer",
+    "Prompt",
+    "PromptError",
+    "SessionInfo",
+    "WHIPClient",
+    "WHIPError",
+    "WhipError",
+    "WhipServer",
+    "load_prompt",
+    "node",
+    "register_nodes",
+]
+
+__version__ = "0.1.0"
+
+# library etiquette: no output unless the application configures logging
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -3,13 +3,13 @@
 Flow of ``WHIPClient.publish``:
 
 1. open the source (test pattern, image, video file, V4L2 camera or a track) and add it to an
-   ``RTCPeerConnection`` with ``sendonly`` transceivers and max-bundle (RFC 9725 §4.5.1);
+   ``RTCPeerConnection`` with ``sendonly`` transceivers and max-bundle (RFC 9725 §4.4.1);
 2. ``setLocalDescription`` — aiortc gathers every local candidate before it returns;
 3. ``POST`` the offer (``application/sdp``, ``Authorization: Bearer``, ``?channelId=`` and
    ``?prompts=<json>``); a 201 carries the answer, ``Location``, ``ETag`` and ``Link`` headers;
 4. with ``trickle=True`` the POSTed offer has no candidates and one aggregated ``PATCH``
    (``application/trickle-ice-sdpfrag``, ``If-Match: <etag>``) sends them with
-   ``a=end-of-candidates`` afterwards (RFC 9725 §4.3.1) — mainly to exercise a server's
+   ``a=end-of-candidates`` afterwards (RFC 9725 §4.3.2) — mainly to exercise a server's
    trickle path, since aiortc has every candidate before the POST anyway;
 5. ``unpublish`` sends ``DELETE`` (404 is fine), closes the peer connection, stops the source.
 
@@ -108,7 +108,7 @@ def _codec_preferences(name: str) -> list[RTCRtpCodecCapability]:
 
 
 def strip_candidates(sdp: str) -> str:
-    """An offer for trickle ICE: no candidates, port 9 / 0.0.0.0 (RFC 8840 §4.2)."""
+    """An offer for trickle ICE: no candidates, RFC 8840's placeholder port 9 / 0.0.0.0."""
     out = []
     for line in sdp.splitlines():
         if line.startswith(("a=candidate:", "a=end-of-candidates")):
@@ -245,10 +245,9 @@ class WHIPClient:
             await pc.setLocalDescription(await pc.createOffer())
             full_offer = pc.localDescription.sdp
             self._offer_sdp = strip_candidates(full_offer) if self.trickle else full_offer
-            await self._post()
-            assert self._answer_sdp is not None
+            answer = await self._post()
             try:
-                await pc.setRemoteDescription(RTCSessionDescription(self._answer_sdp, "answer"))
+                await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             except (ValueError, AssertionError) as exc:
                 raise WHIPError("POST", self.url, 201, f"unusable SDP answer: {exc}") from exc
             if self.trickle:
@@ -257,7 +256,8 @@ class WHIPClient:
             await self.unpublish()
             raise
 
-    async def _post(self) -> None:
+    async def _post(self) -> str:
+        """POST the offer; store what the 201 says and return the SDP answer."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.http_timeout)
@@ -285,13 +285,14 @@ class WHIPClient:
                         self._link_servers += parse_link_header(value)
                     except ValueError as exc:
                         logger.warning("WHIP: ignoring malformed Link header: %s", exc)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise WHIPError("POST", self.url, 0, str(exc) or type(exc).__name__) from exc
         for server in self._link_servers:
             logger.info("WHIP: server offers ICE server %s", redacted(server))
+        return self._answer_sdp or ""
 
     async def _patch_candidates(self, full_offer: str, kind: str) -> None:
-        """One aggregated PATCH with our candidates and end-of-candidates (RFC 9725 §4.3.1)."""
+        """One aggregated PATCH with our candidates and end-of-candidates (RFC 9725 §4.3.2)."""
         assert self._http is not None and self._resource_url is not None
         local = parse_sdpfrag(full_offer)  # an SDP offer is a superset of the fragment syntax
         candidates = [c for c in local.candidates if c.mid == local.mid]
@@ -308,8 +309,8 @@ class WHIPClient:
                 elif not 200 <= resp.status < 300:
                     message = await _error_message(resp)
                     raise WHIPError("PATCH", self._resource_url, resp.status, message)
-        except aiohttp.ClientError as exc:
-            raise WHIPError("PATCH", self._resource_url, 0, str(exc)) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise WHIPError("PATCH", self._resource_url, 0, str(exc) or type(exc).__name__) from exc
 
     async def wait_connected(self, timeout: float = 10) -> None:
         """Return once ICE+DTLS are connected; ``ConnectionError`` if that failed,

@@ -9,7 +9,7 @@
   ``application/trickle-ice-sdpfrag`` (RFC 8840, RFC 9725 §4.3). ``parse_sdpfrag`` turns
   network input into a ``TrickleFragment`` and raises ``SdpFragError`` (a ``ValueError`` the
   server maps to 400) instead of asserting. Candidate lines that cannot be used are counted,
-  not raised: RFC 9725 §4.3.1 says unusable candidates are silently discarded.
+  not raised: RFC 9725 §4.3.2 says unusable candidates are silently discarded.
 
 This module imports no aiohttp; aiortc is imported lazily, only to build aiortc objects.
 """
@@ -278,7 +278,7 @@ class TrickleFragment:
     """What a trickle-ice-sdpfrag body says (RFC 8840 §4.4, RFC 9725 §4.3)."""
 
     ufrag: str | None
-    "``a=ice-ufrag``; a value differing from the session's means an ICE restart (RFC 9725 §4.3.2)."
+    "``a=ice-ufrag``; a value differing from the session's means an ICE restart (RFC 9725 §4.3.3)."
     pwd: str | None
     "``a=ice-pwd``."
     candidates: tuple[Candidate, ...]
@@ -404,7 +404,7 @@ def format_sdpfrag(
     """Build a trickle-ice-sdpfrag body (CRLF line ends), one m= section per mid.
 
     Plain strings and candidates without a mid go to the first section (with max-bundle the
-    only one that carries ICE, RFC 9725 §4.3.1); candidates naming another mid get a section
+    only one that carries ICE, RFC 9725 §4.3.2); candidates naming another mid get a section
     of their own. ``kind`` only fills the m= line, which receivers do not interpret.
     """
     order = list(mids) or ["0"]

@@ -269,6 +269,12 @@ class FileLoopTrack(VideoStreamTrack):
         self.fps = fps or float(stream.average_rate or stream.guessed_rate or 30)
         self._pacer = _Pacer(self.fps)
         self._frames = self._container.decode(video=0)
+        self._busy = False
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._busy:  # else recv() closes it once the worker thread is done
+            self._container.close()
 
     def _decode(self) -> av.VideoFrame:
         for _ in range(2):
@@ -283,7 +289,15 @@ class FileLoopTrack(VideoStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         n = await self._pacer.next()
-        frame = await asyncio.to_thread(self._decode)  # keep decoding off the event loop
+        if self.readyState != "live":  # stopped (and closed) while we waited
+            raise MediaStreamError
+        self._busy = True
+        try:
+            frame = await asyncio.to_thread(self._decode)  # keep decoding off the event loop
+        finally:
+            self._busy = False
+            if self.readyState != "live":
+                self._container.close()
         frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = VIDEO_TIME_BASE
         return frame

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
 from PIL import Image
 
 from comfywhip_nb.client import (
@@ -129,6 +130,9 @@ async def test_video_file_loops_with_monotonic_paced_pts(tmp_path: Path) -> None
     assert [f.pts for f in frames] == [i * 9000 for i in range(7)]
     levels = [int(f.to_ndarray(format="rgb24").mean()) for f in frames]
     assert levels[0:3] == levels[3:6] and levels[0] != levels[1]
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
 
 
 def _write_video(path: Path, frames: int = 5) -> None:

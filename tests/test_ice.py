@@ -244,7 +244,7 @@ RFC9725_RESTART_RESPONSE = (
 
 
 def test_sdpfrag_rfc9725_trickle_ice_example() -> None:
-    """RFC 9725 §4.3.1, "Example of a Trickle ICE request and response"."""
+    """RFC 9725 §4.3.2, "Example of a Trickle ICE request and response"."""
     frag = parse_sdpfrag(RFC9725_TRICKLE_PATCH)
     assert (frag.ufrag, frag.pwd, frag.mid, frag.mids) == (
         "EsAw",
@@ -265,7 +265,7 @@ def test_sdpfrag_rfc9725_trickle_ice_example() -> None:
 
 
 def test_sdpfrag_rfc9725_ice_restart_example() -> None:
-    """RFC 9725 §4.3.2, "Example of an ICE restart request and response"."""
+    """RFC 9725 §4.3.3, "Example of an ICE restart request and response"."""
     request = parse_sdpfrag(RFC9725_RESTART_PATCH)
     assert (request.ufrag, request.pwd) == ("ysXw", "vw5LmwG4y/e6dPP/zAP9Gp5k")
     assert not request.end_of_candidates and len(request.candidates) == 1

@@ -22,6 +22,9 @@ import torch
 
 from .graph import PromptError, ValidatedGraph, id_key, parse_prompt
 
+#: Largest JSON text (string or file) accepted.
+MAX_JSON_BYTES = 1 << 20
+
 __all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_prompt"]
 
 
@@ -266,6 +269,73 @@ class Prompt:
         return {**out, "waveform": out["waveform"].to(waveform.device)}
 
 
+# --- loading: JSON text, files, ComfyUI's /prompt body -----------------------------------------
+
+
+def _parse_json(text: str) -> Any:
+    if len(text) > MAX_JSON_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_BYTES:
+        raise PromptError(f"prompt JSON is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PromptError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise PromptError("prompt JSON is nested too deeply") from None
+
+
+def _read_file(path: Path, allowed_dir: str | Path | None) -> Any:
+    try:
+        resolved = path.expanduser().resolve()
+        if allowed_dir is not None:
+            root = Path(allowed_dir).expanduser().resolve()
+            if not resolved.is_relative_to(root):
+                raise PromptError(
+                    f"prompt file {str(path)!r} lies outside the allowed folder {str(root)!r}"
+                )
+        if not resolved.is_file():
+            raise PromptError(f"prompt file {str(path)!r} does not exist")
+        if resolved.stat().st_size > MAX_JSON_BYTES:
+            raise PromptError(f"prompt file {str(path)!r} is larger than {MAX_JSON_BYTES} bytes")
+        text = resolved.read_text(encoding="utf-8")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, PromptError):
+            raise
+        raise PromptError(f"cannot read prompt file {str(path)!r}: {exc}") from None
+    return _parse_json(text)
+
+
+def _load_raw(p: Any, allowed_dir: str | Path | None) -> Any:
+    if isinstance(p, (dict, list)):
+        return p
+    if isinstance(p, bytes):
+        try:
+            p = p.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PromptError("prompt bytes are not UTF-8 text") from None
+    if isinstance(p, str):
+        if p.lstrip()[:1] in ("{", "["):
+            return _parse_json(p)
+        if not p.strip() or len(p) > 4096 or "\n" in p:
+            raise PromptError("prompt string is neither JSON nor the path of a .json file")
+        return _read_file(Path(p), allowed_dir)
+    if isinstance(p, Path):
+        return _read_file(p, allowed_dir)
+    raise PromptError(
+        f"a prompt must be a dict, a list, a JSON string or a path, got {type(p).__name__}"
+    )
+
+
+def _unwrap(raw: Any) -> Any:
+    """Accept ComfyUI's ``/prompt`` body ``{"prompt": {...}, "client_id": ...}`` too."""
+    if isinstance(raw, dict) and isinstance(raw.get("prompt"), (dict, list)):
+        inner = raw["prompt"]
+        if not (isinstance(inner, dict) and "class_type" in inner):
+            return inner
+    return raw
+
+
 def load_prompt(
     p: Any, *, allowed_dir: str | Path | None = None, device: str | torch.device | None = None
 ) -> Prompt:
@@ -274,7 +344,11 @@ def load_prompt(
     as is). ``device`` overrides the default (CUDA when available). Raises PromptError."""
     if isinstance(p, Prompt):
         return p
-    return Prompt(parse_prompt(p, allowed_dir=allowed_dir), device)
+    try:
+        raw = _unwrap(_load_raw(p, allowed_dir))
+    except RecursionError:
+        raise PromptError("the prompt is nested too deeply") from None
+    return Prompt(parse_prompt(raw), device)
 
 
 def _preset_files() -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 A prompt is ``{"<node id>": {"class_type": ..., "inputs": {name: literal | [src_id, out]}}}``
 (what ComfyUI's "Save (API Format)" writes), or a list of them run as a chain: each graph's
-SaveTensor feeds the next graph's LoadTensor. It may arrive as a dict, a list, a JSON string or
-the path of a .json file.
+SaveTensor feeds the next graph's LoadTensor. (``executor.load_prompt`` turns JSON text and
+files into these objects first.)
 
 Validation collects every problem before failing, each as a NodeError naming the node and its
 class, and raises one PromptError with all of them (``whip.py`` maps it to HTTP 400). Hostile
@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from . import registry
 
 __all__ = [
-    "MAX_JSON_BYTES",
     "MAX_NODES",
     "NodeError",
     "PromptError",
@@ -35,8 +32,6 @@ __all__ = [
 
 #: Most nodes in one prompt, all graphs of a chain together.
 MAX_NODES = 1000
-#: Largest JSON text (string or file) accepted.
-MAX_JSON_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -123,115 +118,6 @@ def id_key(node_id: str) -> tuple[int, int, str]:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# --- loading -----------------------------------------------------------------------------------
-
-
-def _parse_json(text: str) -> Any:
-    if len(text) > MAX_JSON_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_JSON_BYTES:
-        raise PromptError(f"prompt JSON is larger than {MAX_JSON_BYTES} bytes")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PromptError(
-            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    except RecursionError:
-        raise PromptError("prompt JSON is nested too deeply") from None
-
-
-def _read_file(path: Path, allowed_dir: str | Path | None) -> Any:
-    try:
-        resolved = path.expanduser().resolve()
-        if allowed_dir is not None:
-            root = Path(allowed_dir).expanduser().resolve()
-            if not resolved.is_relative_to(root):
-                raise PromptError(
-                    f"prompt file {str(path)!r} lies outside the allowed folder {str(root)!r}"
-                )
-        if not resolved.is_file():
-            raise PromptError(f"prompt file {str(path)!r} does not exist")
-        if resolved.stat().st_size > MAX_JSON_BYTES:
-            raise PromptError(f"prompt file {str(path)!r} is larger than {MAX_JSON_BYTES} bytes")
-        text = resolved.read_text(encoding="utf-8")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, PromptError):
-            raise
-        raise PromptError(f"cannot read prompt file {str(path)!r}: {exc}") from None
-    return _parse_json(text)
-
-
-def _load_raw(p: Any, allowed_dir: str | Path | None) -> Any:
-    if isinstance(p, (dict, list)):
-        return p
-    if isinstance(p, bytes):
-        try:
-            p = p.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PromptError("prompt bytes are not UTF-8 text") from None
-    if isinstance(p, str):
-        if p.lstrip()[:1] in ("{", "["):
-            return _parse_json(p)
-        if not p.strip() or len(p) > 4096 or "\n" in p:
-            raise PromptError("prompt string is neither JSON nor the path of a .json file")
-        return _read_file(Path(p), allowed_dir)
-    if isinstance(p, Path):
-        return _read_file(p, allowed_dir)
-    raise PromptError(
-        f"a prompt must be a dict, a list, a JSON string or a path, got {type(p).__name__}"
-    )
-
-
-# --- input specs -------------------------------------------------------------------------------
-
-
-def _input_spec(cls: type) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """(required, optional, hidden) from INPUT_TYPES; raises ValueError on a malformed one."""
-    spec = cls.INPUT_TYPES()
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"INPUT_TYPES() returned {type(spec).__name__}, not a dict")
-    parts = []
-    for section in ("required", "optional", "hidden"):
-        part = spec.get(section) or {}
-        if not isinstance(part, Mapping):
-            raise ValueError(f"INPUT_TYPES()[{section!r}] is not a dict")
-        parts.append(dict(part))
-    hidden = {str(k): v for k, v in parts[2].items() if isinstance(v, str)}
-    return parts[0], parts[1], hidden
-
-
-def _kind(entry: Any) -> tuple[Any, dict[str, Any]]:
-    """(type name or list of combo choices, options) of one INPUT_TYPES entry."""
-    if isinstance(entry, str):
-        entry = (entry,)
-    if not isinstance(entry, (tuple, list)) or not entry:
-        raise ValueError(f"malformed INPUT_TYPES entry {_short(entry)}")
-    kind = entry[0]
-    options = entry[1] if len(entry) > 1 and isinstance(entry[1], Mapping) else {}
-    if kind == "COMBO" and isinstance(options.get("options"), (list, tuple)):
-        kind = list(options["options"])
-    if isinstance(kind, tuple):
-        kind = list(kind)
-    if not isinstance(kind, (str, list)):
-        raise ValueError(f"malformed INPUT_TYPES entry {_short(entry)}")
-    return kind, dict(options)
-
-
-def _types_match(expected: Any, actual: Any) -> bool:
-    if isinstance(expected, list):
-        expected = "COMBO"
-    if isinstance(actual, (list, tuple)):
-        actual = "COMBO"
-    if not isinstance(expected, str) or not isinstance(actual, str):
-        return False
-    if "*" in (expected, actual):
-        return True
-    return bool(set(expected.split(",")) & set(actual.split(",")))
-
-
-def _type_name(kind: Any) -> str:
-    return "COMBO" if isinstance(kind, list) else str(kind)
 
 
 def _literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> Any:
@@ -376,7 +262,7 @@ class _GraphChecker:
             return None
         before = len(self.errors)
         try:
-            required, optional, hidden = _input_spec(draft.cls)
+            required, optional, hidden = registry.input_spec(draft.cls)
         except Exception as exc:
             self.error(draft, f"INPUT_TYPES() failed: {exc!r}")
             return None
@@ -384,7 +270,7 @@ class _GraphChecker:
         links: dict[str, tuple[str, int]] = {}
         for name, entry in [*required.items(), *optional.items()]:
             try:
-                kind, options = _kind(entry)
+                kind, options = registry.entry_kind(entry)
             except ValueError as exc:
                 self.error(draft, f"input '{name}': {exc}", name)
                 continue
@@ -440,11 +326,11 @@ class _GraphChecker:
             )
             return None
         actual = return_types[idx]
-        if not _types_match(kind, actual):
+        if not registry.types_match(kind, actual):
             self.error(
                 draft,
-                f"input '{name}' expects {_type_name(kind)} but output {idx} of node {src} "
-                f"({source.written_type}) is {_type_name(actual)}",
+                f"input '{name}' expects {registry.type_name(kind)} but output {idx} of node {src} "
+                f"({source.written_type}) is {registry.type_name(actual)}",
                 name,
             )
             return None
@@ -492,24 +378,12 @@ def _is_node_ref(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
 
 
-def _unwrap(raw: Any) -> Any:
-    """Accept ComfyUI's ``/prompt`` body ``{"prompt": {...}, "client_id": ...}`` too."""
-    if isinstance(raw, dict) and isinstance(raw.get("prompt"), (dict, list)):
-        inner = raw["prompt"]
-        if not (isinstance(inner, dict) and "class_type" in inner):
-            return inner
-    return raw
-
-
-def parse_prompt(
-    p: Any, *, allowed_dir: str | Path | None = None, classes: Mapping[str, type] | None = None
-) -> list[ValidatedGraph]:
-    """Load and validate a prompt (dict, list of dicts, JSON string or path) into graphs.
+def parse_prompt(raw: Any, *, classes: Mapping[str, type] | None = None) -> list[ValidatedGraph]:
+    """Validate a decoded prompt (a graph dict or a list of them) into graphs.
 
     ``classes`` defaults to a snapshot of the registry. Raises PromptError listing every problem.
     """
     try:
-        raw = _unwrap(_load_raw(p, allowed_dir))
         graphs = raw if isinstance(raw, list) else [raw]
         if not graphs:
             raise PromptError("the prompt is empty")

@@ -121,6 +121,57 @@ def snapshot() -> dict[str, type]:
         return dict(NODE_CLASS_MAPPINGS)
 
 
+# --- INPUT_TYPES entries (used by validation) --------------------------------------------------
+
+
+def input_spec(cls: type) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(required, optional, hidden) from INPUT_TYPES; raises ValueError on a malformed one."""
+    spec = cls.INPUT_TYPES()
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"INPUT_TYPES() returned {type(spec).__name__}, not a dict")
+    parts = []
+    for section in ("required", "optional", "hidden"):
+        part = spec.get(section) or {}
+        if not isinstance(part, Mapping):
+            raise ValueError(f"INPUT_TYPES()[{section!r}] is not a dict")
+        parts.append(dict(part))
+    hidden = {str(k): v for k, v in parts[2].items() if isinstance(v, str)}
+    return parts[0], parts[1], hidden
+
+
+def entry_kind(entry: Any) -> tuple[Any, dict[str, Any]]:
+    """(type name or list of combo choices, options) of one INPUT_TYPES entry."""
+    if isinstance(entry, str):
+        entry = (entry,)
+    if not isinstance(entry, (tuple, list)) or not entry:
+        raise ValueError(f"malformed INPUT_TYPES entry {repr(entry)[:60]}")
+    kind = entry[0]
+    options = entry[1] if len(entry) > 1 and isinstance(entry[1], Mapping) else {}
+    if kind == "COMBO" and isinstance(options.get("options"), (list, tuple)):
+        kind = list(options["options"])
+    if isinstance(kind, tuple):
+        kind = list(kind)
+    if not isinstance(kind, (str, list)):
+        raise ValueError(f"malformed INPUT_TYPES entry {repr(entry)[:60]}")
+    return kind, dict(options)
+
+
+def types_match(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, list):
+        expected = "COMBO"
+    if isinstance(actual, (list, tuple)):
+        actual = "COMBO"
+    if not isinstance(expected, str) or not isinstance(actual, str):
+        return False
+    if "*" in (expected, actual):
+        return True
+    return bool(set(expected.split(",")) & set(actual.split(",")))
+
+
+def type_name(kind: Any) -> str:
+    return "COMBO" if isinstance(kind, list) else str(kind)
+
+
 # --- node_catalogue (ComfyUI's /object_info) ---------------------------------------------------
 
 

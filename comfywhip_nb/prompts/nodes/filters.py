@@ -292,16 +292,39 @@ def canny_edges(image: torch.Tensor, low: float, high: float) -> tuple[torch.Ten
     behind = torch.gather(neighbours, 1, (direction + 4).remainder(8))
     magnitude = magnitude * ((magnitude - ahead > 0) & (magnitude - behind > 0))
 
-    weak_or_strong = magnitude > low
-    edges = (magnitude > high).to(gray.dtype)
+    return magnitude, _hysteresis(magnitude, low, high)
+
+
+def _hysteresis(magnitude: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Keep pixels above ``low`` that are 8-connected through such pixels to one above ``high``.
+
+    After NMS few pixels pass ``low``, so the flag spreads over a list of neighbour pairs
+    rather than by dilating the whole frame (that took ~1 s at 720p on two cores).
+    """
+    flat = magnitude.flatten()
+    h, w = magnitude.shape[-2:]
+    candidates = torch.nonzero(flat > low).flatten()  # sorted linear indices
+    strong = flat[candidates] > high
+    edges = torch.zeros_like(flat)
+    if candidates.numel() == 0:
+        return edges.view_as(magnitude)
+    rows, cols = (candidates // w) % h, candidates % w
+    sources, targets = [], []
+    for dy, dx in _NMS_OFFSETS:  # all eight neighbours
+        inside = (rows + dy >= 0) & (rows + dy < h) & (cols + dx >= 0) & (cols + dx < w)
+        wanted = candidates + dy * w + dx
+        pos = torch.searchsorted(candidates, wanted).clamp(max=candidates.numel() - 1)
+        found = inside & (candidates[pos] == wanted)
+        sources.append(torch.nonzero(found).flatten())
+        targets.append(pos[found])
+    src, dst = torch.cat(sources), torch.cat(targets)
     while True:
-        before = edges
-        for _ in range(4):
-            edges = ((F.max_pool2d(edges, 3, stride=1, padding=1) > 0) & weak_or_strong).to(
-                gray.dtype
-            )
-        if torch.equal(before, edges):
-            return magnitude, edges
+        reached = dst[strong[src] & ~strong[dst]]
+        if reached.numel() == 0:
+            break
+        strong[reached] = True
+    edges[candidates[strong]] = 1.0
+    return edges.view_as(magnitude)
 
 
 class Canny:

@@ -1,0 +1,146 @@
+"""The CLI and the example run for real: demo, serve + publish, the client example."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comfywhip_nb.server import WhipServer
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK_ICE = (
+    "import aioice.ice, runpy, sys; "
+    "aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ['127.0.0.1']; "
+)
+
+
+def run_module(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m comfywhip_nb ARGS`` with ICE restricted to loopback."""
+    code = (
+        LOOPBACK_ICE
+        + "sys.argv = ['comfywhip', *sys.argv[1:]]; "
+        + ("runpy.run_module('comfywhip_nb', run_name='__main__')")
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_demo_writes_pngs_stats_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_module(["demo", "--duration", "3", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "processed" in result.stdout and "hot-swap" in result.stdout
+    stats = json.loads((out / "stats.json").read_text())
+    summary = stats["summary"]
+    assert summary["frames_processed"] > 20
+    assert len(summary["prompt_versions"]) == 2  # the hot-swap happened
+    assert summary["last_error"] is None
+    pngs = sorted(out.glob("frame_*.png"))
+    assert any("before" in p.name for p in pngs) and any("after" in p.name for p in pngs)
+    assert (out / "fps.png").stat().st_size > 10_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_and_publish_subcommands(tmp_path: Path) -> None:
+    port = _free_port()
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            LOOPBACK_ICE + "sys.argv = ['comfywhip', *sys.argv[1:]]; "
+            "runpy.run_module('comfywhip_nb', run_name='__main__')",
+            "serve",
+            "--port",
+            str(port),
+            "--duration",
+            "40",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        prompt = tmp_path / "invert.json"
+        prompt.write_text(
+            json.dumps(
+                {
+                    "1": {"class_type": "LoadTensor", "inputs": {}},
+                    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
+                }
+            )
+        )
+        url = f"http://127.0.0.1:{port}/whip"
+        result = run_module(["publish", url, "--duration", "2", "--prompts", str(prompt)])
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "connected" in result.stdout
+        bad = run_module(["publish", f"http://127.0.0.1:{port}/nope", "--duration", "1"])
+        assert bad.returncode == 1 and "404" in bad.stderr
+    finally:
+        serve.terminate()
+        out, err = serve.communicate(timeout=30)
+    assert serve.returncode == 0, err[-2000:]
+    assert "WHIP: " in err and "terminated (DELETE by client)" in err
+    assert "comfywhip: stopped" in out
+
+
+def test_serve_reports_taken_port() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        result = run_module(["serve", "--port", str(port), "--duration", "1"])
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "already in use" in result.stderr
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_client_example_exits_zero(trickle: bool) -> None:
+    with WhipServer(port=0) as srv:
+        args = [
+            str(ROOT / "examples" / "whip_client_example.py"),
+            srv.whip_url,
+            "--duration",
+            "2",
+            *(["--trickle"] if trickle else []),
+        ]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                LOOPBACK_ICE + "sys.argv = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ},
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(srv.sessions) == 0  # it DELETEd its session on exit
