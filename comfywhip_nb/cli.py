@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_nodes(specs: list[str]) -> None:
     if not specs:
         return
-    from .prompts.registry import load_nodes_module
+    from .custom_nodes import load_nodes_module
 
     for spec in specs:
         names = load_nodes_module(spec)

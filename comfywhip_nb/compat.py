@@ -56,6 +56,7 @@ __all__ = [
     "ControlHub",
     "ReturnVideoTrack",
     "SessionControl",
+    "describe_node",
     "parse_size",
     "setup_routes",
 ]
@@ -212,7 +213,8 @@ class ControlHub:
             reply.update(await getattr(self, kind)(session, data))
             reply["success"] = True
         except ControlError as exc:
-            reply.update(success=False, error=str(exc), **exc.extra)
+            reply.update(exc.extra)
+            reply.update(success=False, error=str(exc))
         except Exception as exc:  # a bug must cost one reply, not the channel
             logger.exception("WHIP: %s control message %s failed", session.id[:8], kind)
             reply.update(success=False, error=f"internal error: {type(exc).__name__}: {exc}")
@@ -249,7 +251,10 @@ class ControlHub:
             try:
                 prompt = await validate_prompts(data["prompts"])
             except BadRequest as exc:
-                raise ControlError(exc.message, **exc.extra) from None
+                nodes = exc.extra.get("node_errors")
+                raise ControlError(
+                    exc.message, **({"node_errors": nodes} if nodes else {})
+                ) from None
         if session.closed:
             raise ControlError("the session has ended")
         entry = self.core.swap_prompts(prompt, session_id=session.id)

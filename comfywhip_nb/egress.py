@@ -134,7 +134,8 @@ class SharedEncoder:
         started = time.perf_counter()
         yuv = _private_yuv(frame)
         if self._ctx is None or (yuv.width, yuv.height) != self._size:
-            self._ctx, self._size, keyframe = self._open(yuv.width, yuv.height), yuv.size, True
+            self._ctx, keyframe = self._open(yuv.width, yuv.height), True
+            self._size = (yuv.width, yuv.height)
         yuv.pts, yuv.time_base = pts, TIME_BASE
         yuv.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         packets = self._ctx.encode(yuv)
@@ -301,6 +302,7 @@ class Feed:
     def end(self) -> None:
         """The watched session is gone: end every viewer track."""
         for track in list(self.tracks):
+            track.source_ended = True
             track.stop()
         self.close()
 
@@ -359,6 +361,8 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self.codec: str | None = None
         """Codec of the shared encoder (``vp8``/``h264``), or None: aiortc encodes frames."""
         self.subscribed = False
+        self.source_ended = False
+        """True when the track stopped because the watched session ended."""
         self.frames_sent = 0
         self.frames_skipped = 0
         """Packets not sent: before the first keyframe, or dropped to resync."""

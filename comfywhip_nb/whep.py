@@ -177,7 +177,7 @@ def _watch(core: WhipCore, session: Session, track: ProcessedVideoTrack) -> None
     timer = loop.call_later(core.config.connect_timeout, unconnected)
     session.add_close_callback(lambda _s: timer.cancel())
     session.add_close_callback(lambda _s: track.stop())
-    track.on("ended", lambda: close("the watched session ended"))
+    track.on("ended", lambda: close("the watched session ended") if track.source_ended else None)
 
 
 async def whep_resource(request: web.Request) -> web.StreamResponse:

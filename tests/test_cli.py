@@ -58,8 +58,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_and_publish_subcommands(tmp_path: Path) -> None:
+CUSTOM_NODES = """
+import torch
+
+
+class HalfBright:
+    CATEGORY = "test"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "factor": ("FLOAT", {"default": 0.5})}}
+
+    def apply(self, image, factor):
+        return (image * factor,)
+
+
+NODE_CLASS_MAPPINGS = {"HalfBright": HalfBright}
+"""
+
+
+def _stats(port: int) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/whip-stats", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def test_serve_with_custom_nodes_and_publish(tmp_path: Path) -> None:
     port = _free_port()
+    nodes = tmp_path / "my_nodes.py"
+    nodes.write_text(CUSTOM_NODES)
     serve = subprocess.Popen(
         [
             sys.executable,
@@ -70,7 +100,9 @@ def test_serve_and_publish_subcommands(tmp_path: Path) -> None:
             "--port",
             str(port),
             "--duration",
-            "40",
+            "60",
+            "--nodes",
+            str(nodes),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -85,26 +117,57 @@ def test_serve_and_publish_subcommands(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-        prompt = tmp_path / "invert.json"
+        prompt = tmp_path / "custom.json"
         prompt.write_text(
             json.dumps(
                 {
                     "1": {"class_type": "LoadTensor", "inputs": {}},
-                    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                    "2": {
+                        "class_type": "HalfBright",
+                        "inputs": {"image": ["1", 0], "factor": 0.25},
+                    },
                     "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
                 }
             )
         )
         url = f"http://127.0.0.1:{port}/whip"
-        result = run_module(["publish", url, "--duration", "2", "--prompts", str(prompt)])
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert "connected" in result.stdout
+        publish = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                LOOPBACK_ICE + "sys.argv = ['comfywhip', *sys.argv[1:]]; "
+                "runpy.run_module('comfywhip_nb', run_name='__main__')",
+                "publish",
+                url,
+                "--duration",
+                "4",
+                "--prompts",
+                str(prompt),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        seen: dict = {}
+        while time.monotonic() < deadline and not seen:
+            seen = {k: v for k, v in _stats(port).items() if v["frames_processed"] > 5}
+            time.sleep(0.2)
+        assert seen, "no frames processed through the custom node"
+        info = next(iter(seen.values()))
+        assert info["last_error"] is None and info["prompt_source"] == "session"
+        assert "2:HalfBright" in info["node_ms"]
+        out, err = publish.communicate(timeout=30)
+        assert publish.returncode == 0, err[-2000:]
+        assert "connected" in out
         bad = run_module(["publish", f"http://127.0.0.1:{port}/nope", "--duration", "1"])
         assert bad.returncode == 1 and "404" in bad.stderr
     finally:
         serve.terminate()
         out, err = serve.communicate(timeout=30)
     assert serve.returncode == 0, err[-2000:]
+    assert "loaded 1 custom node(s)" in out
     assert "WHIP: " in err and "terminated (DELETE by client)" in err
     assert "comfywhip: stopped" in out
 

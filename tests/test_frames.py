@@ -84,6 +84,10 @@ def test_image_to_ndarray_shapes_clamps_and_rounds() -> None:
     assert frames.image_to_ndarray(batch).max() == 0  # first image of the batch
     permuted = torch.rand(1, 3, 8, 6).permute(0, 2, 3, 1)  # non-contiguous view
     assert frames.image_to_ndarray(permuted).flags["C_CONTIGUOUS"]
+    assert frames.image_to_ndarray(torch.full((2, 2, 3), 0.5, dtype=torch.bfloat16)).max() == 128
+    assert frames.image_to_ndarray(torch.full((2, 2, 3), float("nan"))).max() == 0  # no warning
+    rgba = torch.cat([torch.ones(2, 2, 3), torch.zeros(2, 2, 1)], dim=-1)
+    assert frames.image_to_ndarray(rgba).min() == 255  # alpha dropped
     with pytest.raises(ValueError, match="IMAGE"):
         frames.image_to_ndarray(torch.zeros(1, 4, 5, 2))
     with pytest.raises(ValueError, match="IMAGE"):

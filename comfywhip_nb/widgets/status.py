@@ -238,7 +238,8 @@ class SessionTable(widgets.VBox):
         return [(r.session_id, r.cells.value) for r in self._rows if r.session_id is not None]
 
     def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.stop()
-        close_tree(self, [r.box for r in self._rows])
+        refresher = getattr(self, "_refresher", None)  # None also after a failed __init__
+        if refresher is not None:
+            refresher.stop()
+        close_tree(self)
 

@@ -298,19 +298,20 @@ def canny_edges(image: torch.Tensor, low: float, high: float) -> tuple[torch.Ten
 def _hysteresis(magnitude: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Keep pixels above ``low`` that are 8-connected through such pixels to one above ``high``.
 
-    After NMS few pixels pass ``low``, so the flag spreads over a list of neighbour pairs
-    rather than by dilating the whole frame (that took ~1 s at 720p on two cores).
+    After NMS few pixels pass ``low``: label their connected components (min-label hooking with
+    pointer jumping over the list of neighbour pairs, a few rounds even for long contours) and
+    keep the components holding a strong pixel. Dilating the whole frame until nothing changes
+    gives the same set but took seconds at 720p on two cores.
     """
     flat = magnitude.flatten()
     h, w = magnitude.shape[-2:]
     candidates = torch.nonzero(flat > low).flatten()  # sorted linear indices
-    strong = flat[candidates] > high
     edges = torch.zeros_like(flat)
     if candidates.numel() == 0:
         return edges.view_as(magnitude)
     rows, cols = (candidates // w) % h, candidates % w
     sources, targets = [], []
-    for dy, dx in _NMS_OFFSETS:  # all eight neighbours
+    for dy, dx in _NMS_OFFSETS:  # all eight neighbours, so every pair appears both ways
         inside = (rows + dy >= 0) & (rows + dy < h) & (cols + dx >= 0) & (cols + dx < w)
         wanted = candidates + dy * w + dx
         pos = torch.searchsorted(candidates, wanted).clamp(max=candidates.numel() - 1)
@@ -318,12 +319,20 @@ def _hysteresis(magnitude: torch.Tensor, low: float, high: float) -> torch.Tenso
         sources.append(torch.nonzero(found).flatten())
         targets.append(pos[found])
     src, dst = torch.cat(sources), torch.cat(targets)
+    labels = torch.arange(candidates.numel(), device=flat.device)
     while True:
-        reached = dst[strong[src] & ~strong[dst]]
-        if reached.numel() == 0:
+        before = labels.clone()
+        labels.scatter_reduce_(0, labels[dst], labels[src], reduce="amin")
+        while True:
+            jumped = labels[labels]
+            if torch.equal(jumped, labels):
+                break
+            labels = jumped
+        if torch.equal(labels, before):
             break
-        strong[reached] = True
-    edges[candidates[strong]] = 1.0
+    strong = (flat[candidates] > high).long()
+    has_strong = torch.zeros_like(labels).scatter_reduce_(0, labels, strong, reduce="amax")
+    edges[candidates[has_strong[labels] > 0]] = 1.0
     return edges.view_as(magnitude)
 
 

@@ -1,0 +1,136 @@
+"""Dashboard: status card, session table, live preview, stats plot, prompt editor, inspector.
+
+One ``Refresher`` thread drives every part. It stops on ``close()`` or when the server stops.
+A server keeps at most one live dashboard by default: re-running ``server.dashboard()``
+closes the previous one, whose refresher would otherwise keep running for an output that
+is gone (ipywidgets never tells the kernel that an output was cleared).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+
+from ._common import Refresher, close_tree, esc
+from .inspector import WhipInspector
+from .plot import StatsPlot
+from .preview import FramePreview
+from .prompt_editor import PromptEditor
+from .status import SessionTable, status_card_html
+
+__all__ = ["Dashboard"]
+
+_LIVE: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Dashboard]] = weakref.WeakKeyDictionary()
+_LIVE_LOCK = threading.Lock()
+
+
+class _StatusCard:
+    """The card at the top, refreshed about once a second."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.html = widgets.HTML(status_card_html(server))
+
+    def tick(self, now: float, sessions: Mapping[str, Any]) -> float:
+        value = status_card_html(self.server)
+        if self.html.value != value:
+            self.html.value = value
+        return 1.0
+
+    def on_server_stopped(self) -> None:
+        self.html.value = status_card_html(self.server)
+
+
+class Dashboard(widgets.VBox):
+    """Everything about a running ``WhipServer`` in one widget: ``server.dashboard()``.
+
+    ``max_fps`` caps the preview; ``show_input`` shows the input frame beside the processed
+    one; ``replace=False`` keeps earlier dashboards of the same server alive.
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        *,
+        max_fps: float = 15.0,
+        show_input: bool = False,
+        max_in_flight: int = 2,
+        replace: bool = True,
+    ) -> None:
+        self.server = server
+        if replace:
+            with _LIVE_LOCK:
+                previous = list(_LIVE.get(server, ()))
+            for old in previous:
+                old.close()
+        self.card = _StatusCard(server)
+        self.sessions_table = SessionTable(server, autostart=False)
+        self.preview = FramePreview(
+            server, max_fps=max_fps, show_input=show_input, max_in_flight=max_in_flight,
+            autostart=False,
+        )
+        self.plot = StatsPlot(server, autostart=False)
+        self.editor = PromptEditor(server, autostart=False)
+        self.inspector = WhipInspector(server, autostart=False)
+        self.errors = widgets.HTML()
+        tabs = widgets.Tab([self.editor, self.inspector])
+        tabs.set_title(0, "Prompt")
+        tabs.set_title(1, "WHIP inspector")
+        self.tabs = tabs
+        super().__init__(
+            [
+                self.card.html,
+                self.sessions_table,
+                widgets.HBox(
+                    [self.preview, self.plot],
+                    layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"),
+                ),
+                tabs,
+                self.errors,
+            ]
+        )
+        self.add_class("comfywhip-dashboard")
+        self.preview.layout.flex = "1 1 480px"
+        self.plot.layout.flex = "0 1 450px"
+        self._extra_widgets = [*self.preview.flow.widgets, *self.plot.flow.widgets]
+        components = [
+            self.card, self.sessions_table, self.preview, self.plot, self.editor, self.inspector,
+        ]
+        self.refresher = Refresher(server, components, on_error=self._show_error)
+        for part in (self.sessions_table, self.preview, self.plot, self.editor, self.inspector):
+            part._refresher = self.refresher  # their wake() calls reach the shared thread
+        with _LIVE_LOCK:
+            _LIVE.setdefault(server, weakref.WeakSet()).add(self)
+        self._closed = False
+        self.refresher.start()
+
+    def _show_error(self, message: str) -> None:
+        self.errors.value = (
+            f'<div style="color:#cf222e;font-size:12px">dashboard: {esc(message)}</div>'
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        self.preview.mark_displayed()
+        self.plot.mark_displayed()
+        return super()._repr_mimebundle_(**kwargs)
+
+    @property
+    def running(self) -> bool:
+        """Whether the refresher thread is alive."""
+        return self.refresher.alive
+
+    def close(self) -> None:
+        """Stop the refresher (joined) and close every widget model. Idempotent."""
+        if getattr(self, "_closed", True):  # also reached from __del__ of a failed __init__
+            return
+        self._closed = True
+        self.refresher.stop()
+        with _LIVE_LOCK:
+            live = _LIVE.get(self.server)
+            if live is not None:
+                live.discard(self)
+        close_tree(self)

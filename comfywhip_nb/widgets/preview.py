@@ -1,0 +1,263 @@
+"""FramePreview: the newest processed frame of a session, pulled at a capped rate.
+
+Pull, never push: the refresher asks ``server.latest_frame(kind="processed")`` for the
+newest frame only when (1) the preview is shown, (2) fewer than ``max_in_flight`` frames
+await the front end's acknowledgement (``FrameFlow``), (3) ``1/max_fps`` has passed since
+the last frame, and (4) the frame index changed. Only then is it downscaled to at most
+``max_width`` pixels and JPEG-encoded, on the refresher thread; the server's event loop and
+processing worker never wait for the preview. Frames produced meanwhile are simply never
+looked at (newest frame wins), so a slow or frozen front end costs nothing upstream.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+from PIL import Image, ImageDraw
+
+from .. import frames
+from ._common import FrameFlow, Refresher, ShownTracker, close_tree, esc
+
+__all__ = ["FramePreview", "placeholder_jpeg"]
+
+NEWEST = "newest"
+STATUS_PERIOD = 0.5
+
+
+def placeholder_jpeg(text: str = "waiting for frames…", size: tuple[int, int] = (320, 180)) -> bytes:
+    """A small grey JPEG shown before the first frame (an empty Image looks broken)."""
+    image = Image.new("RGB", size, (40, 42, 48))
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((0, 0), text)
+    draw.text(
+        ((size[0] - (box[2] - box[0])) // 2, (size[1] - (box[3] - box[1])) // 2),
+        text,
+        fill=(200, 200, 200),
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=70)
+    return buffer.getvalue()
+
+
+class FramePreview(widgets.VBox):
+    """Live preview of processed frames (optionally side by side with the input frame).
+
+    ``session_id=None`` follows the newest session that has a processed frame. Counters:
+    ``frames_sent``, ``frames_skipped`` (processed frames never shown), ``updated_from``
+    (names of the threads that set the image: the refresher's).
+    """
+
+    def __init__(
+        self,
+        server: Any,
+        session_id: str | None = None,
+        *,
+        max_fps: float = 15.0,
+        max_width: int = 640,
+        max_in_flight: int = 2,
+        show_input: bool = False,
+        quality: int = 80,
+        autostart: bool = True,
+    ) -> None:
+        if max_fps <= 0:
+            raise ValueError(f"max_fps must be positive, got {max_fps}")
+        self.server = server
+        self.max_fps = max_fps
+        self.max_width = max_width
+        self.quality = quality
+        self._refresher: Refresher | None = None
+        self.flow = FrameFlow(max_in_flight, on_progress=self._wake)
+        placeholder = placeholder_jpeg()
+        self.image = widgets.Image(
+            value=placeholder, format="jpeg", layout=widgets.Layout(max_width="100%")
+        )
+        self.input_image = widgets.Image(
+            value=placeholder, format="jpeg", layout=widgets.Layout(max_width="100%")
+        )
+        self._shown = ShownTracker(self.image, on_change=self._wake)
+        self.chooser = widgets.Dropdown(
+            options=[("newest session", NEWEST)],
+            value=NEWEST,
+            description="session",
+            layout=widgets.Layout(width="260px"),
+            style={"description_width": "56px"},
+        )
+        self.show_input = widgets.Checkbox(
+            value=show_input, description="input side by side", indent=False,
+            layout=widgets.Layout(width="150px"),
+        )
+        self.live = widgets.ToggleButton(
+            value=True, description="live", icon="play", tooltip="pause/resume the preview",
+            layout=widgets.Layout(width="80px"),
+        )
+        self.status = widgets.HTML()
+        self._input_box = widgets.VBox(
+            [widgets.HTML("<b style='font-size:12px'>input</b>"), self.input_image],
+            layout=widgets.Layout(display="flex" if show_input else "none", flex="1 1 0"),
+        )
+        images = widgets.HBox(
+            [
+                widgets.VBox(
+                    [widgets.HTML("<b style='font-size:12px'>processed</b>"), self.image],
+                    layout=widgets.Layout(flex="1 1 0"),
+                ),
+                self._input_box,
+            ],
+            layout=widgets.Layout(width="100%"),
+        )
+        super().__init__(
+            [widgets.HBox([self.chooser, self.show_input, self.live]), images, self.status]
+        )
+        self.add_class("comfywhip-preview")
+        self._extra_widgets = self.flow.widgets
+        for control in (self.chooser, self.show_input, self.live):
+            control.observe(self._on_control, names="value")
+        if session_id is not None:
+            self.chooser.options = [("newest session", NEWEST), (session_id[:8], session_id)]
+            self.chooser.value = session_id
+
+        self._lock = threading.Lock()
+        self._last_key: tuple[Any, ...] | None = None
+        self._next_at = 0.0
+        self._status_at = 0.0
+        self._placeholder_shown = True
+        self._sent_times: deque[float] = deque(maxlen=60)
+        self._encode_ms: deque[float] = deque(maxlen=30)
+        self.frames_sent = 0
+        self.frames_skipped = 0
+        self.updated_from: set[str] = set()
+        self.last_frame_index = -1
+        if autostart:
+            self._refresher = Refresher(server, [self]).start()
+
+    # -- kernel-thread side ----------------------------------------------------------------
+    def _wake(self) -> None:
+        if self._refresher is not None:
+            self._refresher.wake()
+
+    def _on_control(self, change: Mapping[str, Any]) -> None:
+        self._input_box.layout.display = "flex" if self.show_input.value else "none"
+        self.live.icon = "play" if self.live.value else "pause"
+        with self._lock:
+            self._last_key = None  # resend at once for the new choice
+        self._wake()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        self.mark_displayed()
+        return super()._repr_mimebundle_(**kwargs)
+
+    def mark_displayed(self) -> None:
+        """Called when the kernel displays this preview (or a dashboard holding it)."""
+        self._shown.displayed = True
+        self._wake()
+
+    @property
+    def shown(self) -> bool:
+        return self._shown.shown
+
+    # -- refresher-thread side -------------------------------------------------------------
+    def _update_choices(self, sessions: Mapping[str, Any]) -> None:
+        options = [("newest session", NEWEST)] + [
+            (f"{sid[:8]} ({info.channel_id})", sid)
+            for sid, info in sorted(sessions.items(), key=lambda kv: kv[1].created_at)
+            if info.has_video
+        ]
+        if list(self.chooser.options) == options:
+            return
+        current = self.chooser.value
+        with self.chooser.hold_sync():
+            self.chooser.options = options
+            # a vanished session falls back to "newest" rather than to an arbitrary one
+            self.chooser.value = current if current in dict(options).values() else NEWEST
+
+    def tick(self, now: float, sessions: Mapping[str, Any]) -> float:
+        self._update_choices(sessions)
+        if not self.live.value or not self.shown:
+            return 0.5
+        if not self.flow.ready():
+            return min(self.flow.maybe_probe(now), 1.0)
+        if now < self._next_at:
+            return self._next_at - now
+        choice = self.chooser.value
+        session_id = None if choice == NEWEST else choice
+        try:
+            latest = self.server.latest_frame(session_id, kind="processed")
+        except KeyError:  # the chosen session ended between snapshot and now
+            latest = None
+        if latest is None:
+            self._show_waiting(now, sessions)
+            return 0.2
+        with_input = bool(self.show_input.value)
+        key = (session_id, latest.index, with_input)
+        with self._lock:
+            if key == self._last_key:
+                return 1.0 / self.max_fps / 2  # poll for the next frame at twice the cap
+            previous = self._last_key
+            self._last_key = key
+        if previous is not None and previous[0] == session_id and latest.index > previous[1] + 1:
+            self.frames_skipped += latest.index - previous[1] - 1
+        self._push_frame(latest, with_input, now)
+        self._next_at = now + 1.0 / self.max_fps
+        self._update_status(now, sessions, latest)
+        return 1.0 / self.max_fps
+
+    def _push_frame(self, latest: Any, with_input: bool, now: float) -> None:
+        started = time.perf_counter()
+        processed = frames.encode_preview_jpeg(latest.frame, self.max_width, self.quality)
+        raw = (
+            frames.encode_preview_jpeg(latest.input_frame, self.max_width, self.quality)
+            if with_input
+            else None
+        )
+        self._encode_ms.append((time.perf_counter() - started) * 1e3)
+        self.image.value = processed
+        if raw is not None:
+            self.input_image.value = raw
+        self.flow.mark_sent()  # after the images: its ack implies they were handled
+        self.frames_sent += 1
+        self.last_frame_index = latest.index
+        self._placeholder_shown = False
+        self._sent_times.append(now)
+        self.updated_from.add(threading.current_thread().name)
+
+    def _show_waiting(self, now: float, sessions: Mapping[str, Any]) -> None:
+        if now - self._status_at >= STATUS_PERIOD:
+            self._status_at = now
+            text = "waiting for a publisher…" if not sessions else "waiting for processed frames…"
+            self._set_status(f'<span style="color:#656d76">{esc(text)}</span>')
+
+    def _update_status(self, now: float, sessions: Mapping[str, Any], latest: Any) -> None:
+        if now - self._status_at < STATUS_PERIOD:
+            return
+        self._status_at = now
+        times = self._sent_times
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        width, height = latest.frame.width, latest.frame.height
+        shown_w, shown_h = frames.preview_size(width, height, self.max_width)
+        encode = sum(self._encode_ms) / len(self._encode_ms) if self._encode_ms else 0.0
+        self._set_status(
+            f'<span style="font-size:12px;color:#656d76">frame #{latest.index} · '
+            f"{width}×{height} shown at {shown_w}×{shown_h} · {fps:.1f} fps (cap {self.max_fps:g}) · "
+            f"{self.flow.in_flight()}/{self.flow.max_in_flight} in flight · "
+            f"JPEG {encode:.1f} ms</span>"
+        )
+
+    def _set_status(self, value: str) -> None:
+        if self.status.value != value:
+            self.status.value = value
+
+    def on_server_stopped(self) -> None:
+        self._set_status('<span style="color:#656d76">server stopped</span>')
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        refresher = getattr(self, "_refresher", None)  # None also after a failed __init__
+        if refresher is not None:
+            refresher.stop()
+        close_tree(self)
