@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .client import WHIPClient, WHIPError
+from .client import PublishError, WHIPClient
 from .errors import WhipError
 from .ice import IceServer
 from .prompts import Prompt, PromptError, load_prompt, node, register_nodes
@@ -20,9 +20,9 @@ __all__ = [
     "IceServer",
     "Prompt",
     "PromptError",
+    "PublishError",
     "SessionInfo",
     "WHIPClient",
-    "WHIPError",
     "WhipError",
     "WhipServer",
     "load_prompt",

@@ -48,14 +48,14 @@ from yarl import URL
 from .ice import IceServer, format_sdpfrag, parse_link_header, parse_sdpfrag, redacted
 from .testsrc import open_source
 
-__all__ = ["WHIPClient", "WHIPError", "run_publish"]
+__all__ = ["PublishError", "WHIPClient", "run_publish"]
 
 logger = logging.getLogger(__name__)
 
 VIDEO_CODECS = ("VP8", "H264")
 
 
-class WHIPError(Exception):
+class PublishError(Exception):
     """A WHIP request that failed: the server's status and message, or status 0 when no HTTP
     answer came back (connection refused, timeout)."""
 
@@ -219,7 +219,7 @@ class WHIPClient:
     ) -> None:
         """Open ``source`` (see ``open_source``) and set up the WHIP session.
 
-        Raises ``WHIPError`` for a refused request, ``ValueError`` for a bad source; on any
+        Raises ``PublishError`` for a refused request, ``ValueError`` for a bad source; on any
         failure whatever was set up (including the server resource) is torn down again.
         """
         if self.pc is not None:
@@ -249,7 +249,7 @@ class WHIPClient:
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
             except (ValueError, AssertionError) as exc:
-                raise WHIPError("POST", self.url, 201, f"unusable SDP answer: {exc}") from exc
+                raise PublishError("POST", self.url, 201, f"unusable SDP answer: {exc}") from exc
             if self.trickle:
                 await self._patch_candidates(full_offer, "video" if video else "audio")
         except BaseException:
@@ -270,10 +270,10 @@ class WHIPClient:
             ) as resp:
                 logger.info("WHIP: POST %s -> %s", self.url, resp.status)
                 if resp.status != 201:
-                    raise WHIPError("POST", self.url, resp.status, await _error_message(resp))
+                    raise PublishError("POST", self.url, resp.status, await _error_message(resp))
                 location = resp.headers.get("Location")
                 if not location:
-                    raise WHIPError("POST", self.url, 201, "answer has no Location header")
+                    raise PublishError("POST", self.url, 201, "answer has no Location header")
                 # Resolve against the final URL: a 307 may have moved us to another host.
                 self._resource_url = str(resp.url.join(URL(location)))
                 self._delete_pending = True
@@ -286,7 +286,7 @@ class WHIPClient:
                     except ValueError as exc:
                         logger.warning("WHIP: ignoring malformed Link header: %s", exc)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise WHIPError("POST", self.url, 0, str(exc) or type(exc).__name__) from exc
+            raise PublishError("POST", self.url, 0, str(exc) or type(exc).__name__) from exc
         for server in self._link_servers:
             logger.info("WHIP: server offers ICE server %s", redacted(server))
         return self._answer_sdp or ""
@@ -308,9 +308,11 @@ class WHIPClient:
                     logger.warning("WHIP: server does not accept trickle ICE PATCH")
                 elif not 200 <= resp.status < 300:
                     message = await _error_message(resp)
-                    raise WHIPError("PATCH", self._resource_url, resp.status, message)
+                    raise PublishError("PATCH", self._resource_url, resp.status, message)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise WHIPError("PATCH", self._resource_url, 0, str(exc) or type(exc).__name__) from exc
+            raise PublishError(
+                "PATCH", self._resource_url, 0, str(exc) or type(exc).__name__
+            ) from exc
 
     async def wait_connected(self, timeout: float = 10) -> None:
         """Return once ICE+DTLS are connected; ``ConnectionError`` if that failed,
@@ -425,7 +427,7 @@ async def run_publish(
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except WHIPError as exc:
+    except PublishError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

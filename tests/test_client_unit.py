@@ -22,8 +22,8 @@ from aiortc.mediastreams import MediaStreamError
 from PIL import Image
 
 from comfywhip_nb.client import (
+    PublishError,
     WHIPClient,
-    WHIPError,
     _prompts_param,
     run_publish,
     strip_candidates,
@@ -178,7 +178,7 @@ async def test_open_source_selection(tmp_path: Path) -> None:
 
 
 def test_whip_error_formatting() -> None:
-    err = WHIPError("POST", "http://h/whip", 415, "expected application/sdp")
+    err = PublishError("POST", "http://h/whip", 415, "expected application/sdp")
     assert str(err) == (
         "WHIP POST http://h/whip failed: 415 Unsupported Media Type: expected application/sdp"
     )
@@ -188,10 +188,10 @@ def test_whip_error_formatting() -> None:
         "Unsupported Media Type",
     )
     assert (
-        str(WHIPError("DELETE", "http://h/x", 0, "refused"))
+        str(PublishError("DELETE", "http://h/x", 0, "refused"))
         == "WHIP DELETE http://h/x failed: refused"
     )
-    assert str(WHIPError("POST", "u", 599)) == "WHIP POST u failed: 599"
+    assert str(PublishError("POST", "u", 599)) == "WHIP POST u failed: 599"
 
 
 def test_prompts_param(tmp_path: Path) -> None:
@@ -332,7 +332,7 @@ async def test_post_error_raises_whip_error_and_sends_headers(
     endpoint, url = whip
     endpoint.mode = mode
     client = WHIPClient(url, token="s3cret", channel_id="cam 1", prompts={"1": {"x": "&?"}})
-    with pytest.raises(WHIPError) as info:
+    with pytest.raises(PublishError) as info:
         await client.publish(TestPatternTrack(64, 48))
     assert (info.value.status, info.value.message) == (status, message)
     assert str(info.value).startswith(f"WHIP POST {url} failed: {status} ")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import async_wait_until, server_threads
 
-from comfywhip_nb.client import WHIPClient, WHIPError
+from comfywhip_nb.client import PublishError, WHIPClient
 from comfywhip_nb.server import WhipServer
 from comfywhip_nb.testsrc import TestPatternTrack
 
@@ -64,7 +64,7 @@ async def test_audio_and_video_session(server: WhipServer) -> None:
 async def test_client_raises_clear_error_on_refusal() -> None:
     with WhipServer(port=0, token="t0k") as srv:
         client = WHIPClient(srv.whip_url)
-        with pytest.raises(WHIPError) as info:
+        with pytest.raises(PublishError) as info:
             await client.publish(TestPatternTrack(160, 120))
         assert info.value.status == 401
         assert "bearer token" in str(info.value)

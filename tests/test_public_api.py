@@ -14,7 +14,7 @@ EXPECTED = {
     "PromptError",
     "SessionInfo",
     "WHIPClient",
-    "WHIPError",
+    "PublishError",
     "WhipError",
     "WhipServer",
     "load_prompt",
