@@ -203,7 +203,13 @@ class WhipServer:
         setup_whip_routes(app)
         setup_api_routes(app)
         self._install_extensions(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # ?prompts= carries a whole graph in the request line: allow 64 KiB, not aiohttp's 8 KiB
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            max_line_size=64 * 1024,
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,
