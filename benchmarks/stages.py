@@ -6,7 +6,8 @@ Each stage is timed on its own (median of N runs after a warm-up) on a synthetic
 pattern, then once more end to end and through a real FrameProcessor (submit ->
 wait_processed, i.e. including both thread hand-offs). Absolute numbers drift between
 machines, so every row is also given as a ratio to a baseline measured in the same run:
-PyAV's own ``to_ndarray("rgb24")`` of the same yuv420p frame, the floor of any conversion.
+the yuv420p -> rgb24 ndarray conversion (cached swscale context), the floor of any path.
+Frames are fresh objects for every run, as in a stream (PyAV caches per frame object).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -27,6 +29,7 @@ import torch
 from comfywhip_nb import frames
 from comfywhip_nb.processing import TORCH_THREADS, FrameProcessor
 
+BASELINE = "baseline: yuv -> rgb24 ndarray"
 SIZES = {"480p": (854, 480), "720p": (1280, 720)}
 INVERT = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
@@ -48,19 +51,37 @@ def test_pattern(width: int, height: int) -> av.VideoFrame:
     rgb += np.random.default_rng(0).normal(0, 0.02, rgb.shape)
     array = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
     frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
-    frame.pts = 0
+    frame.pts, frame.time_base = 0, Fraction(1, 90000)
     return frame
 
 
-def median_ms(fn: Callable[[], Any], runs: int) -> float:
-    for _ in range(max(2, runs // 10)):
-        fn()
+def median_ms(
+    fn: Callable[[Any], Any], runs: int, setup: Callable[[], Any] = lambda: None
+) -> float:
+    """Median wall time of ``fn(setup())``; ``setup`` (e.g. a fresh frame) is not timed."""
+    for _ in range(max(5, runs // 4)):  # lets the allocator settle on frame-sized blocks
+        fn(setup())
     samples = []
     for _ in range(runs):
+        arg = setup()
         start = time.perf_counter()
-        fn()
+        fn(arg)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e3
+
+
+def fresh_copies(frame: av.VideoFrame) -> Callable[[], av.VideoFrame]:
+    """New frame objects with the same pixels: a stream never shows PyAV the same frame
+    twice, and PyAV caches a swscale context per frame object."""
+
+    pixels, fmt = frame.to_ndarray(), frame.format.name  # yuv420p: planes stacked (H*3/2, W)
+
+    def make() -> av.VideoFrame:
+        copy = av.VideoFrame.from_ndarray(pixels, format=fmt)
+        copy.pts, copy.time_base = frame.pts, frame.time_base
+        return copy
+
+    return make
 
 
 def make_prompts() -> tuple[str, Any, Any]:
@@ -91,47 +112,58 @@ def make_prompts() -> tuple[str, Any, Any]:
     return "inline torch", Inline(lambda image: 1.0 - image), Inline(blur)
 
 
-def processor_round_trip_ms(prompt: Any, frame: av.VideoFrame, runs: int) -> float:
+def processor_round_trip_ms(prompt: Any, new_frame: Callable[[], Any], runs: int) -> float:
     """Submit one frame, wait for it: conversion + prompt + two thread hand-offs."""
     proc = FrameProcessor("bench", prompt, 1, frame_timeout=30.0)
     proc.start()
     try:
         index = 0
 
-        def once() -> None:
+        def once(frame: av.VideoFrame) -> None:
             nonlocal index
             proc.submit(frame)
             got = proc.wait_processed(index, 30.0)
             assert got is not None
             index = got.index
 
-        return median_ms(once, runs)
+        return median_ms(once, runs, new_frame)
     finally:
         proc.stop()
 
 
 def measure(size: tuple[int, int], runs: int, invert: Any, blur: Any) -> dict[str, float]:
-    frame = test_pattern(*size)
-    image = frames.frame_to_image(frame)
+    yuv = test_pattern(*size)
+    new_yuv = fresh_copies(yuv)
+    image = frames.frame_to_image(yuv)
     inverted = invert.run(image)
-    out_frame = frames.image_to_frame(inverted, like=frame)
+    new_rgb = fresh_copies(frames.image_to_frame(inverted, like=yuv))
 
-    def full_path() -> None:
+    def full_path(frame: av.VideoFrame) -> None:
         frames.image_to_frame(invert.run(frames.frame_to_image(frame)), like=frame)
 
     return {
-        "baseline: to_ndarray(rgb24)": median_ms(lambda: frame.to_ndarray(format="rgb24"), runs),
-        "yuv -> tensor": median_ms(lambda: frames.frame_to_image(frame), runs),
-        "prompt: invert": median_ms(lambda: invert.run(image), runs),
-        "prompt: blur 5x5": median_ms(lambda: blur.run(image), runs),
-        "tensor -> frame": median_ms(lambda: frames.image_to_frame(inverted, like=frame), runs),
-        "preview JPEG 640w (frame)": median_ms(lambda: frames.encode_preview_jpeg(out_frame), runs),
-        "preview JPEG 320w (frame)": median_ms(
-            lambda: frames.encode_preview_jpeg(out_frame, max_width=320), runs
+        BASELINE: median_ms(
+            lambda f: frames.reformat(f, format="rgb24").to_ndarray(), runs, new_yuv
         ),
-        "preview JPEG 640w (tensor)": median_ms(lambda: frames.encode_preview_jpeg(inverted), runs),
-        "full path (invert)": median_ms(full_path, runs),
-        "FrameProcessor round trip (invert)": processor_round_trip_ms(invert, frame, runs),
+        "PyAV to_ndarray(rgb24), new context": median_ms(
+            lambda f: f.to_ndarray(format="rgb24"), runs, new_yuv
+        ),
+        "yuv -> tensor": median_ms(frames.frame_to_image, runs, new_yuv),
+        "prompt: invert": median_ms(lambda _: invert.run(image), runs),
+        "prompt: blur 5x5": median_ms(lambda _: blur.run(image), runs),
+        "tensor -> frame (rgb24)": median_ms(
+            lambda _: frames.image_to_frame(inverted, like=yuv), runs
+        ),
+        "rgb24 frame -> yuv420p (for encoder)": median_ms(frames.to_yuv420p, runs, new_rgb),
+        "preview JPEG 640w (frame)": median_ms(frames.encode_preview_jpeg, runs, new_rgb),
+        "preview JPEG 320w (frame)": median_ms(
+            lambda f: frames.encode_preview_jpeg(f, max_width=320), runs, new_rgb
+        ),
+        "preview JPEG 640w (tensor)": median_ms(
+            lambda _: frames.encode_preview_jpeg(inverted), runs
+        ),
+        "full path (invert)": median_ms(full_path, runs, new_yuv),
+        "FrameProcessor round trip (invert)": processor_round_trip_ms(invert, new_yuv, runs),
     }
 
 
@@ -143,7 +175,7 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
     for name in names:
         row = f"{name:<36}"
         for timings in results.values():
-            base = timings["baseline: to_ndarray(rgb24)"]
+            base = timings[BASELINE]
             row += f"{timings[name]:>11.2f}{timings[name] / base:>8.1f}"
         print(row)
 
@@ -160,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     jpeg = "simplejpeg" if frames._simplejpeg is not None else "Pillow"
     print(
         f"torch {torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
-        f"av {av.__version__} jpeg={jpeg} prompts={engine} runs={runs} (median ms)"
+        f"av {av.__version__} jpeg={jpeg} prompts={engine} runs={runs} (median ms) "
+        f"load={os.getloadavg()[0]:.1f}"
     )
     results = {label: measure(size, runs, invert, blur) for label, size in SIZES.items()}
     print_table(results)

@@ -162,7 +162,8 @@ async def preview(request: web.Request) -> web.Response:
         raise BadRequest("width must be an integer") from None
     width = max(16, min(width, 3840))
     loop = asyncio.get_running_loop()
-    data = await loop.run_in_executor(None, encode_preview_jpeg, latest.image, width)
+    # the processed av frame encodes 2-4x faster than the tensor (swscale + YUV planes)
+    data = await loop.run_in_executor(None, encode_preview_jpeg, latest.frame, width)
     return web.Response(
         body=data,
         content_type="image/jpeg",

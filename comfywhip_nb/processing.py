@@ -72,14 +72,8 @@ class PromptOutputError(ValueError):
     """A prompt returned something that is not an IMAGE tensor."""
 
 
-def _cpu_budget() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # respects container CPU sets
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-TORCH_THREADS = max(1, _cpu_budget() // 2)
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+TORCH_THREADS = max(1, (_CPUS or 1) // 2)
 """Intra-op threads for our torch work: decode (aiortc) and processing share the cores, and
 on 2 cores a second torch thread only steals time from the decoder (PERF_NOTES)."""
 
@@ -88,7 +82,8 @@ def _configure_torch_threads() -> None:
     """Lower torch's intra-op threads for the calling thread; never raise them.
 
     Called at the start of each of our threads, not at import: with the OpenMP backend the
-    count is per calling thread, so this leaves the notebook's main thread alone.
+    count is per calling thread (threads started later inherit the last value set), so the
+    notebook's main thread keeps its own.
     """
     if torch.get_num_threads() > TORCH_THREADS:
         torch.set_num_threads(TORCH_THREADS)
@@ -417,7 +412,10 @@ class FrameProcessor:
             except _Stopped:
                 break
             except concurrent.futures.TimeoutError:
-                self._abandon_runner()
+                with self._lock:  # leave the hung helper behind; a fresh one serves next
+                    runner, self._runner = self._runner, None
+                if runner is not None:
+                    runner.close()
                 message = (
                     f"node timed out after {self.frame_timeout:g} s (Python cannot kill its "
                     "thread; frames pass through until a new prompt is set)"
@@ -461,13 +459,6 @@ class FrameProcessor:
                     logger.exception(
                         "%s on_processed failed (%d times)", self._tag, self._callback_errors
                     )
-
-    def _abandon_runner(self) -> None:
-        """Leave a hung helper behind (its thread ends if the prompt ever returns)."""
-        with self._lock:
-            runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.close()
 
     def _fail(self, prompt: Any, current: Any, generation: int, message: str) -> None:
         """Count the frame as dropped, record the error and bench the failing prompt."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from fractions import Fraction
 
 import av
@@ -159,3 +160,33 @@ def test_to_pil_from_every_kind() -> None:
         assert pil.mode == "RGB"
         assert pil.size == (20, 12)
         assert np.array_equal(np.asarray(pil), rgb)
+
+
+def test_to_yuv420p_keeps_timing_and_skips_yuv_frames() -> None:
+    source = make_frame(gradient(48, 64), pts=42)
+    yuv = frames.to_yuv420p(source)
+    assert (yuv.format.name, yuv.pts, yuv.time_base) == ("yuv420p", 42, Fraction(1, 90000))
+    assert frames.to_yuv420p(yuv) is yuv  # nothing to do: the same frame back
+
+
+def test_cached_reformatter_follows_size_changes_on_each_thread() -> None:
+    """One swscale context per thread, re-initialised by size: two threads, three sizes."""
+    sizes = [(64, 48), (32, 18), (854, 480), (33, 17)]
+    errors: list[str] = []
+
+    def convert(offset: int) -> None:
+        for i in range(40):
+            width, height = sizes[(i + offset) % len(sizes)]
+            rgb = np.full((height, width, 3), (i * 5) % 256, np.uint8)
+            image = frames.frame_to_image(make_frame(rgb, fmt="yuv420p"))
+            if image.shape != (1, height, width, 3):
+                errors.append(f"shape {tuple(image.shape)} for {width}x{height}")
+            elif abs(float(image.mean()) * 255 - (i * 5) % 256) > 3:
+                errors.append(f"value {float(image.mean()) * 255} for {(i * 5) % 256}")
+
+    threads = [threading.Thread(target=convert, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors[:3]

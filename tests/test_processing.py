@@ -82,9 +82,11 @@ class Hang:
     """Blocks until released, like a node stuck on a lock or a device."""
 
     def __init__(self) -> None:
+        self.entered = threading.Event()
         self.release = threading.Event()
 
     def run_timed(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        self.entered.set()
         self.release.wait(30)
         return image, {}
 
@@ -377,8 +379,7 @@ def test_stop_does_not_wait_past_timeout_for_a_hung_prompt() -> None:
     proc = FrameProcessor("stuck", hang, 1, frame_timeout=10.0)
     proc.start()
     proc.submit(solid((0, 0, 0)))
-    wait_until(lambda: "comfywhip-prompt-stuck" in our_threads())
-    time.sleep(0.05)  # let the helper enter the prompt
+    assert hang.entered.wait(5)
     t0 = time.monotonic()
     proc.stop(timeout=0.3)
     assert time.monotonic() - t0 < 0.6
