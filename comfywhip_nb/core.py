@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
 from .errors import BadRequest, TooManySessions, UnprocessableOffer
@@ -92,8 +92,14 @@ class WhipCore:
         channel_id: str | None,
         session_prompt: Any = None,
         kind: str = "whip",
+        on_track: Callable[[Session, MediaStreamTrack], None] | None = None,
     ) -> tuple[Session, str, OfferSummary]:
-        """Answer an offer; returns the session, the answer SDP and the offer summary."""
+        """Answer an offer; returns the session, the answer SDP and the offer summary.
+
+        ``on_track(session, track)`` replaces ``session.attach_track`` as the ``track`` handler
+        and must attach the track itself. It runs inside ``setRemoteDescription``, so a track
+        it adds with ``pc.addTrack`` is in the answer (ComfyStream's ``/offer`` sends back).
+        """
         summary = check_offer(sdp)
         if len(self.sessions) >= self.config.max_sessions:
             raise TooManySessions(self.config.max_sessions)
@@ -110,7 +116,10 @@ class WhipCore:
             session.session_prompt = self.prompts.new_session_version(session_prompt)
         self._apply_prompt(session)
 
-        pc.on("track", session.attach_track)
+        if on_track is None:
+            pc.on("track", session.attach_track)
+        else:
+            pc.on("track", lambda track: on_track(session, track))
 
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
@@ -127,10 +136,10 @@ class WhipCore:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except OperationError as exc:
-            await pc.close()
+            await session.close("no common codec")  # also stops a worker a track started
             raise _no_codec_error(summary, exc) from exc
         except Exception as exc:  # aiortc raises assorted types on hostile SDP
-            await pc.close()
+            await session.close("unusable offer")
             raise BadRequest(
                 f"could not process the SDP offer: {type(exc).__name__}: {exc}"
             ) from exc
@@ -182,6 +191,7 @@ class WhipCore:
                 None if prompt is None else self.prompts.new_session_version(prompt)
             )
             self._apply_prompt(session)
+            self._notify("prompt", session)
             return session.session_prompt or self.prompts.for_channel(session.channel_id)
         if channel is None:
             entry = self.prompts.set_default(prompt)

@@ -14,7 +14,8 @@ A new client first gets the current ``state``, ``prompt`` and ``stats``. Bufferi
 per client: a pending ``stats`` event is replaced by the newer one (a slow reader sees fresh
 numbers, not a backlog), and past ``MAX_PENDING`` other events the oldest is dropped and
 counted in ``dropped_events``. One ticker task per server samples each watched session once a
-second, however many clients watch it.
+second, however many clients watch it. WHEP viewers get the same stream at
+``/whep/{channel}/{id}/events`` (route ``whep-events``) when ``whep.py`` is installed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiohttp import web
 from .core import WhipCore
 from .errors import NotFound
 from .sessions import Session
-from .whip import CORE_KEY, _add_cors, core_of, options_response
+from .whip import CORE_KEY, add_cors, core_of, options_response
 
 __all__ = ["EVENTS_KEY", "EventFeed", "EventHub", "format_event", "setup_routes"]
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PENDING = 32
 STATS_INTERVAL_S = 1.0
-WATCHED_KINDS = ("whip", "offer")
+WHIP_KINDS = ("whip", "offer")
 
 
 def format_event(event: str, data: dict[str, Any], event_id: int) -> bytes:
@@ -56,6 +57,7 @@ class EventFeed:
         self.dropped = 0
         self.ended = False
         self.wake = asyncio.Event()
+        self.last_state: str | None = None
         self.last_prompt: tuple[int, str] | None = None
         self.last_error: str | None = None
 
@@ -89,12 +91,16 @@ class EventHub:
     def __init__(self, core: WhipCore) -> None:
         self.core = core
         self.feeds: dict[str, set[EventFeed]] = {}
+        self._watched: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
 
     def subscribe(self, session: Session) -> EventFeed:
         feed = EventFeed()
         self.feeds.setdefault(session.id, set()).add(feed)
-        feed.push("state", {"session_id": session.id, "state": session.connection_state})
+        if session.id not in self._watched:  # WHEP sessions do not report states to the core
+            self._watched.add(session.id)
+            session.pc.on("connectionstatechange", lambda: self._push_state(session))
+        self._push_state(session, {feed})
         self._sample(session, {feed}, initial=True)
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.ensure_future(self._tick_forever())
@@ -109,18 +115,22 @@ class EventHub:
 
     def on_session_event(self, event: str, session: Session) -> None:
         """``core.listeners`` callback (loop thread)."""
-        feeds = self.feeds.get(session.id)
-        if not feeds:
-            return
-        if event == "state":
-            for feed in feeds:
-                feed.push("state", {"session_id": session.id, "state": session.connection_state})
-        elif event == "prompt":
-            self._sample(session, feeds, stats=False)
-        elif event == "closed":
+        if event == "closed":
+            self._watched.discard(session.id)
             for feed in self.feeds.pop(session.id, set()):
-                feed.push("state", {"session_id": session.id, "state": "closed"})
+                self._push_state(session, {feed}, "closed")
                 feed.end()
+        elif event == "prompt" and self.feeds.get(session.id):
+            self._sample(session, self.feeds[session.id], stats=False)
+
+    def _push_state(
+        self, session: Session, feeds: set[EventFeed] | None = None, state: str | None = None
+    ) -> None:
+        state = state or session.connection_state
+        for feed in feeds if feeds is not None else self.feeds.get(session.id, set()):
+            if state != feed.last_state:
+                feed.last_state = state
+                feed.push("state", {"session_id": session.id, "state": state})
 
     def _sample(
         self, session: Session, feeds: set[EventFeed], *, stats: bool = True, initial: bool = False
@@ -179,10 +189,16 @@ async def events_endpoint(request: web.Request) -> web.StreamResponse:
     core = core_of(request)
     session_id = request.match_info["id"]
     if request.method == "OPTIONS":
-        return options_response(request, ("GET", "HEAD", "OPTIONS"))
+        return options_response(request, ("GET", "OPTIONS"))
+    whep = "channel" in request.match_info
     session = core.sessions.get(session_id)
-    if session is None or session.kind not in WATCHED_KINDS or session.closed:
-        raise NotFound(f"no WHIP session {session_id[:64]!r}")
+    if (
+        session is None
+        or session.closed
+        or (session.kind == "whep") != whep
+        or (not whep and session.kind not in WHIP_KINDS)
+    ):
+        raise NotFound(f"no {'WHEP' if whep else 'WHIP'} session {session_id[:64]!r}")
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -190,7 +206,7 @@ async def events_endpoint(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",  # proxies must not hold events back
         }
     )
-    _add_cors(request, response, core.config.cors_origins)  # the middleware cannot: prepared
+    add_cors(request, response, core.config.cors_origins)  # the middleware cannot: prepared
     hub = request.app[EVENTS_KEY]
     feed = hub.subscribe(session)
     await response.prepare(request)
@@ -225,6 +241,10 @@ def setup_routes(app: web.Application) -> None:
         await hub.close()
 
     app.on_shutdown.append(_close)
-    resource = app.router.add_resource("/whip/{id}/events", name="whip-events")
-    resource.add_route("GET", events_endpoint)
-    resource.add_route("OPTIONS", events_endpoint)
+    paths = {"whip-events": "/whip/{id}/events"}
+    if app.router.get("whep-resource") is not None:  # whep.py is installed before us
+        paths["whep-events"] = "/whep/{channel}/{id}/events"
+    for name, path in paths.items():
+        resource = app.router.add_resource(path, name=name)
+        resource.add_route("GET", events_endpoint)
+        resource.add_route("OPTIONS", events_endpoint)

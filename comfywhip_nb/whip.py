@@ -102,7 +102,7 @@ def _error_response(error: WhipError) -> web.Response:
     return response
 
 
-def _add_cors(request: web.Request, response: web.StreamResponse, origins: str) -> None:
+def add_cors(request: web.Request, response: web.StreamResponse, origins: str) -> None:
     origin = request.headers.get("Origin")
     if origins.strip() == "*":
         response.headers["Access-Control-Allow-Origin"] = "*"
@@ -158,7 +158,7 @@ def middlewares(core: WhipCore) -> list[Any]:
             error = WhipError(f"internal error: {type(exc).__name__}")
             response = _error_response(error)
         if not response.prepared:
-            _add_cors(request, response, cfg.cors_origins)
+            add_cors(request, response, cfg.cors_origins)
         return response
 
     return [whip_middleware]

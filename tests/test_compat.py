@@ -15,7 +15,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from helpers import async_wait_until, make_offer
 
-from comfywhip_nb.compat import describe_node, parse_size
+from comfywhip_nb.control import describe_node, parse_size
 from comfywhip_nb.server import WhipServer
 from comfywhip_nb.testsrc import TestPatternTrack
 
@@ -71,6 +71,7 @@ class OfferPeer:
         async with http.post(f"{url}/offer", json={"offer": offer, **body}) as resp:
             assert resp.status == 200, await resp.text()
             answer = await resp.json()
+            assert "/events>" in resp.headers.get("Link", "")
         assert answer["type"] == "answer"
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         return answer
@@ -283,6 +284,8 @@ async def test_prompt_endpoint(server: WhipServer, http: aiohttp.ClientSession) 
         assert resp.status == 400
     async with http.get(f"{server.url}/prompt") as resp:
         assert resp.status == 405
+    async with http.post(f"{server.url}/prompt", json={"prompts": None}) as resp:
+        assert resp.status == 200  # null: back to passthrough
 
 
 def test_parse_size_and_describe_node() -> None:

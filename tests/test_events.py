@@ -97,10 +97,12 @@ async def test_event_stream_of_a_live_whip_session(server: WhipServer) -> None:
 
 
 async def test_unknown_session_is_404(server: WhipServer) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{server.whip_url}/nope/events") as resp:
-            assert resp.status == 404
-            assert resp.content_type == "application/problem+json"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.whip_url}/nope/events") as resp,
+    ):
+        assert resp.status == 404
+        assert resp.content_type == "application/problem+json"
 
 
 def test_slow_client_keeps_only_the_newest_stats() -> None:
@@ -152,3 +154,25 @@ async def test_new_node_errors_become_error_events() -> None:
     assert [event for event, _ in items] == ["error", "stats"]
     assert items[0][1] == {"session_id": "s1", "error": session.error, "prompt_version": 3}
     assert format_event("state", {"a": 1}, 5) == b'event: state\nid: 5\ndata: {"a": 1}\n\n'
+
+
+async def test_event_stream_of_a_whep_viewer(server: WhipServer) -> None:
+    pc, sdp = await make_offer(direction="recvonly")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        try:
+            headers = {"Content-Type": "application/sdp"}
+            async with http.post(f"{server.url}/whep/cam", data=sdp, headers=headers) as resp:
+                assert resp.status == 201, await resp.text()
+                location = resp.headers["Location"]
+            async with http.get(f"{location}/events") as stream:
+                assert stream.status == 200
+                events = read_events(stream)
+                assert (await next_event(events, "state"))["state"] in ("new", "connecting")
+                whip_url = f"{server.whip_url}/{location.rsplit('/', 1)[1]}/events"
+                async with http.get(whip_url) as resp:  # a WHEP id is not a WHIP session
+                    assert resp.status == 404
+                async with http.delete(location) as resp:
+                    assert resp.status == 200
+                assert [item async for item in events][-1][1]["state"] == "closed"
+        finally:
+            await pc.close()
