@@ -198,6 +198,12 @@ async def validate_prompts(raw: Any) -> Any:
             raw = json.loads(raw)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise BadRequest(f"prompts is not valid JSON: {exc}") from None
+    # over HTTP a prompt is JSON data, never a file path: a string would make load_prompt
+    # read a file on the server
+    if not isinstance(raw, (dict, list)):
+        raise BadRequest(
+            f"prompts must be a JSON object (API format) or a list of them, got {type(raw).__name__}"
+        )
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(None, load_prompt, raw)

@@ -360,3 +360,18 @@ async def test_unknown_path_is_404_problem(server: WhipServer) -> None:
         resp = await http.get(f"{server.url}/nope")
         assert resp.status == 404
         assert "no such resource" in await detail(resp)
+
+
+async def test_prompts_over_http_are_never_file_paths(server: WhipServer, tmp_path) -> None:
+    import json
+
+    secret = tmp_path / "graph.json"
+    secret.write_text(json.dumps(INVERT))
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(f"{server.url}/prompts", json=str(secret))
+        assert resp.status == 400
+        assert "JSON object" in await detail(resp)
+        pc, sdp = await make_offer()
+        resp = await post_offer(http, server, sdp, params={"prompts": json.dumps(str(secret))})
+        await pc.close()
+        assert resp.status == 400

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from .graph import PromptError, ValidatedGraph, id_key, parse_prompt
+from .graph import NodeError, PromptError, ValidatedGraph, id_key, parse_prompt
+
+__all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_prompt"]
 
 #: Largest JSON text (string or file) accepted.
 MAX_JSON_BYTES = 1 << 20
-
-__all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_prompt"]
 
 
 class NodeExecutionError(RuntimeError):
@@ -68,9 +68,17 @@ class _GraphRunner:
         self.index = index
         self.plans = {kind: self._plan(kind) for kind in ("image", "audio")}
         needed = {node_id for order, _ in self.plans.values() for node_id in order}
-        self.instances = {
-            i: _instantiate(graph.nodes[i].cls, device) for i in sorted(needed, key=id_key)
-        }
+        self.instances: dict[str, Any] = {}
+        errors = []
+        for node_id in sorted(needed, key=id_key):
+            node = graph.nodes[node_id]
+            try:
+                self.instances[node_id] = _instantiate(node.cls, device)
+            except Exception as exc:
+                message = f"could not create the node: {type(exc).__name__}: {exc}"
+                errors.append(NodeError(node_id, node.class_type, message, graph=index))
+        if errors:
+            raise PromptError(errors)
         self.static_hidden = {"PROMPT": graph.to_api(), "EXTRA_PNGINFO": None, "DYNPROMPT": None}
 
     def _plan(self, kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
@@ -119,8 +127,8 @@ class _GraphRunner:
                 values[name] = stream.get("audio")
             elif kind == "UNIQUE_ID":
                 values[name] = node_id
-            elif kind in self.static_hidden:
-                values[name] = self.static_hidden[kind]
+            elif kind in self.static_hidden:  # a copy: a node must not edit the next run's
+                values[name] = copy.deepcopy(self.static_hidden[kind])
         return values
 
     def run(
@@ -164,10 +172,8 @@ class _GraphRunner:
 
     @staticmethod
     def _check_result(cls: type, result: Any) -> tuple[Any, ...]:
-        if (
-            isinstance(result, dict) and "result" in result
-        ):  # ComfyUI's {"ui": ..., "result": (...)}
-            result = result["result"]
+        if isinstance(result, dict) and "result" in result:
+            result = result["result"]  # ComfyUI's {"ui": ..., "result": (...)}
         if result is None and not cls.RETURN_TYPES:
             return ()
         if not isinstance(result, (tuple, list)) or len(result) < len(cls.RETURN_TYPES):
@@ -294,12 +300,14 @@ def _read_file(path: Path, allowed_dir: str | Path | None) -> Any:
                 raise PromptError(
                     f"prompt file {str(path)!r} lies outside the allowed folder {str(root)!r}"
                 )
-        if not resolved.is_file():
+        if not resolved.exists():
             raise PromptError(f"prompt file {str(path)!r} does not exist")
+        if not resolved.is_file():
+            raise PromptError(f"prompt path {str(path)!r} is not a file")
         if resolved.stat().st_size > MAX_JSON_BYTES:
             raise PromptError(f"prompt file {str(path)!r} is larger than {MAX_JSON_BYTES} bytes")
         text = resolved.read_text(encoding="utf-8")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: "~nobody" paths
         if isinstance(exc, PromptError):
             raise
         raise PromptError(f"cannot read prompt file {str(path)!r}: {exc}") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -89,6 +90,8 @@ class ValidatedNode:
     links: Mapping[str, tuple[str, int]]
     hidden: Mapping[str, str]
     title: str | None = None
+    input_order: tuple[str, ...] = ()
+    """Input names in the order the prompt gave them, for round trips."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,10 @@ class ValidatedGraph:
         """The graph in API format: canonical class names, only the inputs that are used."""
         out: dict[str, Any] = {}
         for node_id, node in self.nodes.items():
-            inputs: dict[str, Any] = dict(node.literals)
-            inputs.update({name: [src, idx] for name, (src, idx) in node.links.items()})
+            links = {name: [src, idx] for name, (src, idx) in node.links.items()}
+            inputs = {
+                n: node.literals[n] if n in node.literals else links[n] for n in node.input_order
+            }
             entry: dict[str, Any] = {"class_type": node.class_type, "inputs": inputs}
             if node.title is not None:
                 entry["_meta"] = {"title": node.title}
@@ -115,9 +120,13 @@ def id_key(node_id: str) -> tuple[int, int, str]:
     return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 10, 6, 60, 60
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A bounded repr: prompt values can be huge or nested 100 000 deep."""
+    return _REPR.repr(value)
 
 
 def _literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> Any:
@@ -279,8 +288,8 @@ class _GraphChecker:
                     self.error(draft, f"missing required input '{name}'", name)
                 continue
             value = draft.inputs[name]
-            if isinstance(value, list):
-                link = self._check_link(draft, name, value, kind, drafts)
+            if isinstance(value, (list, tuple)):  # a link (tuples: prompts built in Python)
+                link = self._check_link(draft, name, list(value), kind, drafts)
                 if link is not None:
                     links[name] = link
                 continue
@@ -293,8 +302,9 @@ class _GraphChecker:
             self._validate_inputs(draft, literals, links)
         if len(self.errors) != before:
             return None
+        order = tuple(n for n in draft.inputs if n in literals or n in links)
         return ValidatedNode(
-            draft.node_id, draft.class_type, draft.cls, literals, links, hidden, draft.title
+            draft.node_id, draft.class_type, draft.cls, literals, links, hidden, draft.title, order
         )
 
     def _check_link(
@@ -387,7 +397,7 @@ def parse_prompt(raw: Any, *, classes: Mapping[str, type] | None = None) -> list
         graphs = raw if isinstance(raw, list) else [raw]
         if not graphs:
             raise PromptError("the prompt is empty")
-        total = sum(len(g) for g in graphs if isinstance(g, dict))
+        total = sum(max(len(g), 1) if isinstance(g, dict) else 1 for g in graphs)
         if total > MAX_NODES:
             raise PromptError(f"the prompt has {total} nodes; at most {MAX_NODES} are allowed")
         classes = registry.snapshot() if classes is None else classes

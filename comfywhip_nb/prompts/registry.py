@@ -157,6 +157,8 @@ def entry_kind(entry: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def types_match(expected: Any, actual: Any) -> bool:
+    """Whether an output type may feed an input: ComfyUI treats "*" as any type, a list of
+    choices as COMBO, and "A,B" as a union of types."""
     if isinstance(expected, list):
         expected = "COMBO"
     if isinstance(actual, (list, tuple)):
@@ -169,6 +171,7 @@ def types_match(expected: Any, actual: Any) -> bool:
 
 
 def type_name(kind: Any) -> str:
+    """How an input's type is named in messages."""
     return "COMBO" if isinstance(kind, list) else str(kind)
 
 
@@ -238,6 +241,8 @@ def _resolve(annotation: Any, globalns: dict[str, Any]) -> Any:
     if not isinstance(annotation, str):
         return annotation
     text = annotation.strip()
+    while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()  # "'MASK'": a quoted name under postponed annotations
     if text in _STRING_TYPES:
         return _STRING_TYPES[text]
 
@@ -256,11 +261,13 @@ def _comfy_type(annotation: Any, where: str) -> tuple[Any, dict[str, Any], bool]
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         base, *extras = typing.get_args(annotation)
-        kind, options, optional = _comfy_type(base, where)
+        names = [e for e in extras if isinstance(e, str)]
+        if names:  # Annotated[dict, "AUDIO"]: the name is the type, whatever the base
+            kind, options, optional = names[-1], {}, False
+        else:
+            kind, options, optional = _comfy_type(base, where)
         for extra in extras:
-            if isinstance(extra, str):
-                kind = extra
-            elif isinstance(extra, Mapping):
+            if isinstance(extra, Mapping):
                 options.update(extra)
         return kind, options, optional
     if origin is typing.Literal:
