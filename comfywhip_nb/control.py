@@ -176,9 +176,15 @@ class ControlHub:
         if "prompts" not in data:
             raise ControlError('update_prompts needs "prompts" (a graph, a list, or null)')
         prompt = None
-        if data["prompts"] is not None:
+        raw = data["prompts"]
+        if isinstance(raw, str):  # some clients send the graph as a JSON string
             try:
-                prompt = await validate_prompts(data["prompts"])
+                raw = json.loads(raw)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise ControlError(f"prompts is not valid JSON: {exc}") from None
+        if raw is not None:
+            try:
+                prompt = await validate_prompts(raw)
             except BadRequest as exc:
                 nodes = exc.extra.get("node_errors")
                 raise ControlError(

@@ -187,22 +187,23 @@ async def parse_prompts_param(raw: str | None) -> Any:
     """Validate a ``prompts=`` JSON value off the loop; PromptError -> 400 with node errors."""
     if raw is None or raw == "":
         return None
-    return await validate_prompts(raw)
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"prompts is not valid JSON: {exc}") from None
+    return await validate_prompts(data)
 
 
 async def validate_prompts(raw: Any) -> Any:
+    """Validate decoded prompt JSON (dict or list) in the executor; 400 on any problem."""
     from .prompts import PromptError, load_prompt
 
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise BadRequest(f"prompts is not valid JSON: {exc}") from None
     # over HTTP a prompt is JSON data, never a file path: a string would make load_prompt
     # read a file on the server
     if not isinstance(raw, (dict, list)):
         raise BadRequest(
-            f"prompts must be a JSON object (API format) or a list of them, got {type(raw).__name__}"
+            "prompts must be a JSON object (API format) or a list of them, "
+            f"got {type(raw).__name__}"
         )
     loop = asyncio.get_running_loop()
     try:
