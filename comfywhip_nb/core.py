@@ -217,11 +217,11 @@ class WhipCore:
     async def reap_once(self) -> None:
         now = time.monotonic()
         for session in self.sessions.values():
-            if session.kind != "whip" and session.kind != "offer":
-                continue
             if session.connected_at is None:
                 if now - session.created_mono > self.config.connect_timeout:
                     await self.close_session(session.id, "not connected in time")
+                continue
+            if session.kind == "whep":  # viewers receive, they send no media to time out on
                 continue
             last = session.last_media_at or session.connected_at
             if now - last > self.config.media_timeout:
