@@ -171,6 +171,17 @@ async def preview(request: web.Request) -> web.Response:
     )
 
 
+async def presets(request: web.Request) -> web.Response:
+    """The bundled example prompts ``{name: API-format graph}``, for the page's preset menu."""
+    from .prompts import list_presets, load_preset
+
+    def collect() -> dict[str, Any]:
+        graphs = {name: load_preset(name).graphs for name in list_presets()}
+        return {name: g[0] if len(g) == 1 else g for name, g in graphs.items()}
+
+    return web.json_response(await asyncio.get_running_loop().run_in_executor(None, collect))
+
+
 async def index(request: web.Request) -> web.StreamResponse:
     page = resources.files("comfywhip_nb").joinpath("static/index.html")
     if not page.is_file():
@@ -188,6 +199,7 @@ def setup_api_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/prompts", prompts_endpoint)
     app.router.add_get("/preview/{id}.jpg", preview)
+    app.router.add_get("/presets", presets)
     app.router.add_get("/", index)
     static_dir = resources.files("comfywhip_nb").joinpath("static")
     if static_dir.is_dir():

@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 from .api import post_prompts
 from .control import ControlHub, SessionControl, parse_size
 from .core import WhipCore
+from .egress import REFORMAT_LOCK
 from .errors import BadRequest, UnsupportedMediaType
 from .offer import OfferSummary, check_offer
 from .processing import ProcessedFrame
@@ -57,9 +58,12 @@ def private_copy(frame: av.VideoFrame, size: tuple[int, int] | None) -> av.Video
     """A yuv420p copy we may re-stamp (processed frames are shared with previews and WHEP),
     scaled to ``size`` when given; runs on an executor thread."""
     width, height = size or (frame.width & ~1, frame.height & ~1)
-    out = frame.reformat(width=width, height=height, format="yuv420p")
-    if out is frame:  # PyAV hands back the same object when nothing changes
-        out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+    # PyAV caches one converter per frame object: two threads converting the same shared
+    # frame at once corrupt it, so conversions of shared frames take egress's lock
+    with REFORMAT_LOCK:
+        out = frame.reformat(width=width, height=height, format="yuv420p")
+        if out is frame:  # PyAV hands back the same object when nothing changes
+            out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
     return out
 
 

@@ -53,6 +53,9 @@ class ServerConfig:
     cors_origins: str = "*"
     prompts_dir: str | None = None
     """Folder prompt files may be loaded from (``None``: current directory)."""
+    echo_processed: bool = False
+    """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
+    ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""
 
 
 class WhipCore:
@@ -127,12 +130,16 @@ class WhipCore:
             session.log(logging.INFO, "connection state is: %s", state)
             if state == "connected" and session.connected_at is None:
                 session.connected_at = time.monotonic()
-            self._notify("state", session)
+            self.notify("state", session)
             if state in ("failed", "closed"):
                 await self.close_session(session.id, f"ICE {state}")
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if kind == "whip" and self.config.echo_processed and summary.wants_media_back:
+                from .egress import attach_echo
+
+                attach_echo(self, session)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except OperationError as exc:
@@ -153,7 +160,7 @@ class WhipCore:
             summary.has_audio,
             summary.candidate_count,
         )
-        self._notify("created", session)
+        self.notify("created", session)
         return session, pc.localDescription.sdp, summary
 
     async def close_session(self, session_id: str, reason: str) -> bool:
@@ -161,10 +168,11 @@ class WhipCore:
         if session is None:
             return False
         await session.close(reason)
-        self._notify("closed", session)
+        self.notify("closed", session)
         return True
 
-    def _notify(self, event: str, session: Session) -> None:
+    def notify(self, event: str, session: Session) -> None:
+        """Tell listeners (events, control, widgets) about a session event."""
         for listener in list(self.listeners):
             try:
                 listener(event, session)
@@ -191,7 +199,7 @@ class WhipCore:
                 None if prompt is None else self.prompts.new_session_version(prompt)
             )
             self._apply_prompt(session)
-            self._notify("prompt", session)
+            self.notify("prompt", session)
             return session.session_prompt or self.prompts.for_channel(session.channel_id)
         if channel is None:
             entry = self.prompts.set_default(prompt)
@@ -202,7 +210,7 @@ class WhipCore:
                 channel is None or session.channel_id == channel
             ):
                 self._apply_prompt(session)
-                self._notify("prompt", session)
+                self.notify("prompt", session)
         return entry
 
     # -- expiry ---------------------------------------------------------------------------

@@ -8,11 +8,10 @@ Flow (one ``Feed`` per watched channel or session, shared by all its viewers)::
           one --> the same av.Packet to every ProcessedVideoTrack of that codec
       --> each viewer's RTCRtpSender only packetizes it.
 
-Encoded once per frame for all viewers: aiortc builds one encoder per ``RTCRtpSender`` when a
-track returns ``av.VideoFrame``s, so N viewers would cost N encodes. A track may instead
-return ``av.Packet``s, which the sender only packetizes (``Encoder.pack``; the path aiortc
-uses for ``MediaPlayer(decode=False)``), so one libvpx/libx264 context per codec serves every
-viewer. What sharing costs, and how it is handled:
+Encoded once per frame for all viewers: aiortc builds one encoder per ``RTCRtpSender`` for a
+track that returns ``av.VideoFrame``s (N viewers, N encodes), but only packetizes a track's
+``av.Packet``s (``Encoder.pack``, its ``MediaPlayer(decode=False)`` path). So one
+libvpx/libx264 context per codec and feed serves every viewer. What sharing costs:
 
 * one bitrate for all viewers: per-viewer REMB estimates are not applied;
 * a viewer's PLI/FIR only sets a flag in aiortc's per-sender encoder, which packet tracks do
@@ -21,8 +20,9 @@ viewer. What sharing costs, and how it is handled:
 * a viewer whose sender has not taken the previous packet drops it and waits for the next
   keyframe (it never receives old frames and never decodes a broken reference chain).
 
-``shared=False`` keeps aiortc's per-viewer encoder (own bitrate and PLI; costs one encode per
-viewer, see ``benchmarks/whep_viewers.py``), and is the fallback for an unknown codec.
+``shared=False`` keeps aiortc's per-viewer encoder (own bitrate and PLI, one encode per viewer:
+about 5 ms CPU per 640x480 frame, vs 0.01 ms to packetize; ``benchmarks/whep_viewers.py``).
+It is also the fallback for a codec the shared encoder does not know.
 
 Timestamps: pts are re-stamped from a monotonic clock in 1/90000, so a new publisher (whose
 pts restart) or a paused one never makes RTP time go backwards.
@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -55,14 +56,7 @@ if TYPE_CHECKING:
     from .core import WhipCore
     from .sessions import Session
 
-__all__ = [
-    "Feed",
-    "ProcessedVideoTrack",
-    "SharedEncoder",
-    "attach_echo",
-    "negotiated_codec",
-    "viewer_track",
-]
+__all__ = ["Feed", "ProcessedVideoTrack", "SharedEncoder", "attach_echo", "viewer_track"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +70,20 @@ SHARED_ENCODING = True
 """Default for new viewers; False makes aiortc encode per viewer (benchmarks compare both)."""
 
 
+REFORMAT_LOCK = threading.Lock()
+
+
 def _private_yuv(frame: av.VideoFrame) -> av.VideoFrame:
-    """A yuv420p frame we may stamp: processed frames are shared (and may be the input)."""
-    out = frame.reformat(width=frame.width & ~1, height=frame.height & ~1, format="yuv420p")
-    if out is frame:  # PyAV returns the same object when nothing changes
-        out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
+    """A yuv420p copy we may stamp: processed frames are shared (and may be the input).
+
+    PyAV caches one swscale context per frame object (``VideoFrame.reformatter``), so two
+    threads converting the same frame at once corrupt it or hang (seen with two per-viewer
+    encoders); the lock serialises conversions, which are short next to an encode.
+    """
+    with REFORMAT_LOCK:
+        out = frame.reformat(width=frame.width & ~1, height=frame.height & ~1, format="yuv420p")
+        if out is frame:  # PyAV returns the same object when nothing changes
+            out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
     return out
 
 
@@ -137,7 +140,9 @@ class SharedEncoder:
             self._ctx, keyframe = self._open(yuv.width, yuv.height), True
             self._size = (yuv.width, yuv.height)
         yuv.pts, yuv.time_base = pts, TIME_BASE
-        yuv.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        yuv.pict_type = (
+            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        )
         packets = self._ctx.encode(yuv)
         self.encode_seconds += time.perf_counter() - started
         if not packets:
@@ -249,7 +254,9 @@ class Feed:
             while encoder.pending is not None and not self.closed:
                 processed, encoder.pending = encoder.pending, None
                 now = time.monotonic()
-                keyframe = encoder.force_keyframe or now - encoder.last_keyframe > KEYFRAME_INTERVAL_S
+                keyframe = (
+                    encoder.force_keyframe or now - encoder.last_keyframe > KEYFRAME_INTERVAL_S
+                )
                 encoder.force_keyframe = False
                 try:
                     encoded = await self.loop.run_in_executor(
@@ -275,9 +282,6 @@ class Feed:
             encoder.force_keyframe = True
 
     # -- viewers --------------------------------------------------------------------------
-    def add_track(self, track: ProcessedVideoTrack) -> None:
-        self.tracks.add(track)
-
     def subscribe(self, track: ProcessedVideoTrack) -> None:
         """Start delivering to ``track`` (at its first ``recv``, when its codec is known)."""
         if track.codec is None:
@@ -371,7 +375,7 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self._need_keyframe = True
         self._t0 = time.monotonic()
         self._last_pts = -1
-        feed.add_track(self)
+        feed.tracks.add(self)
         if pc is not None:  # stop with the connection even if it never sent anything
             pc.on("connectionstatechange", self._on_pc_state)
         if feed.closed or (feed.fixed is not None and feed.fixed.closed):

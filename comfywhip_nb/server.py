@@ -88,6 +88,7 @@ class WhipServer:
         frame_timeout: float = 2.0,
         cors_origins: str = "*",
         prompts_dir: str | Path | None = None,
+        echo_processed: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -105,6 +106,7 @@ class WhipServer:
             frame_timeout=frame_timeout,
             cors_origins=cors_origins,
             prompts_dir=str(prompts_dir) if prompts_dir else None,
+            echo_processed=echo_processed,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None

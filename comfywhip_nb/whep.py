@@ -9,9 +9,8 @@ answer, an absolute ``Location: /whep/{channelId}/{id}``, an ``ETag``, ``Accept-
 the viewer (200, or 404).
 
 Viewers are ``Session``s of kind ``whep`` in ``core.sessions``: they count against
-``max_sessions``, show in ``/whip-stats``, and ``stop()`` closes them. A viewer not
-connected within ``connect_timeout`` is removed here (the core's reaper only watches
-publishers, whose media timeout does not apply to a viewer). Closing a viewer stops its
+``max_sessions``, show in ``/whip-stats``, and ``stop()`` closes them. The core's reaper
+removes a viewer not connected within ``connect_timeout``. Closing a viewer stops its
 track, which frees the shared encoder when it was the last viewer (see ``egress.py``: frames
 are encoded once per frame per codec for all viewers of a channel).
 """
@@ -19,6 +18,7 @@ are encoded once per frame per codec for all viewers of a channel).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 ENDPOINT_METHODS = ("POST", "OPTIONS", "GET", "HEAD")
 RESOURCE_METHODS = ("PATCH", "DELETE", "OPTIONS", "GET", "HEAD")
+_CLOSING: set[asyncio.Future[bool]] = set()
 
 
 def check_viewer_offer(sdp: str) -> tuple[str | None, str | None]:
@@ -59,6 +60,14 @@ def check_viewer_offer(sdp: str) -> tuple[str | None, str | None]:
         parsed = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc's parser asserts on hostile input
         raise BadRequest(f"malformed SDP offer: {type(exc).__name__}: {exc}") from None
+    mids = {m.rtp.muxId for m in parsed.media}
+    for group in parsed.group:  # e.g. an m= line lost in transit: aiortc would trip on it
+        missing = [item for item in group.items if item not in mids]
+        if missing:
+            raise BadRequest(
+                f"malformed SDP offer: {group.semantic} names mid {missing[0]!r}, "
+                "which no media section has"
+            )
     video = [m for m in parsed.media if m.kind == "video"]
     if len(video) != 1:
         raise UnprocessableOffer(
@@ -119,7 +128,8 @@ async def post_viewer(request: web.Request) -> web.Response:
     except Exception as exc:
         if track is not None:
             track.stop()
-        await pc.close()
+        with contextlib.suppress(Exception):  # aiortc's close() can trip on a half-set-up pc
+            await pc.close()
         if isinstance(exc, OperationError):
             raise UnprocessableOffer(
                 f"no common video codec: this server sends VP8 or H264 ({exc})"
@@ -152,14 +162,15 @@ def _answer_codec(pc: RTCPeerConnection) -> str:
 
 
 def _watch(core: WhipCore, session: Session, track: ProcessedVideoTrack) -> None:
-    """Remove the viewer when ICE fails or closes, when it never connects, or when the
-    session it watches ends."""
-    loop = asyncio.get_running_loop()
+    """Remove the viewer when ICE fails or closes, or when the session it watches ends (one
+    that never connects is removed by the core's reaper after ``connect_timeout``)."""
     pc = session.pc
 
     def close(reason: str) -> None:
         if not session.closed:
-            asyncio.ensure_future(core.close_session(session.id, reason))
+            task = asyncio.ensure_future(core.close_session(session.id, reason))
+            _CLOSING.add(task)  # keep a reference until done (asyncio holds only weak ones)
+            task.add_done_callback(_CLOSING.discard)
 
     @pc.on("connectionstatechange")
     def _on_state() -> None:
@@ -170,12 +181,6 @@ def _watch(core: WhipCore, session: Session, track: ProcessedVideoTrack) -> None
         if state in ("failed", "closed"):
             close(f"ICE {state}")
 
-    def unconnected() -> None:
-        if session.connected_at is None:
-            close("viewer not connected in time")
-
-    timer = loop.call_later(core.config.connect_timeout, unconnected)
-    session.add_close_callback(lambda _s: timer.cancel())
     session.add_close_callback(lambda _s: track.stop())
     track.on("ended", lambda: close("the watched session ended") if track.source_ended else None)
 

@@ -178,18 +178,25 @@ async def test_h264_viewer(server: Any) -> None:
 
 
 async def test_per_viewer_encoding_mode(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiortc encodes per viewer; two viewers convert the same shared frame concurrently."""
     monkeypatch.setattr(egress, "SHARED_ENCODING", False)
     server.set_prompts(INVERT)
     publisher = await publish(server, RED)
-    viewer = Viewer(f"{server.url}/whep/default")
+    viewers = [Viewer(f"{server.url}/whep/default") for _ in range(2)]
     try:
-        assert (await viewer.start()).status == 201
-        await viewer.wait_colour(inverted(RED))
+        for viewer in viewers:
+            assert (await viewer.start()).status == 201
+        for viewer in viewers:
+            await viewer.wait_colour(inverted(RED))
         feed = feeds(server)[("channel", "default")]
         assert feed.encoders == {}
         assert all(t.codec is None for t in feed.tracks)
+        counts = [viewer.frames for viewer in viewers]
+        await asyncio.sleep(1.0)  # both keep receiving (15 fps source)
+        assert all(v.frames - c >= 5 for v, c in zip(viewers, counts, strict=True)), counts
     finally:
-        await viewer.close()
+        for viewer in viewers:
+            await viewer.close()
         await publisher.unpublish()
 
 
@@ -302,6 +309,20 @@ async def test_max_sessions_counts_viewers() -> None:
             await second.close()
 
 
+async def test_viewer_that_never_connects_is_removed() -> None:
+    from comfywhip_nb.server import WhipServer
+
+    with WhipServer(port=0, connect_timeout=0.5) as srv:
+        viewer = Viewer(f"{srv.url}/whep/default")
+        try:
+            assert (await viewer.start()).status == 201
+            await viewer.pc.close()  # gone before ICE completes, and no DELETE
+            await async_wait_until(lambda: not srv.sessions, timeout=5)
+            assert not egress._FEEDS.get(srv.core)
+        finally:
+            await viewer.close()
+
+
 async def test_stop_with_live_viewers() -> None:
     from comfywhip_nb.server import WhipServer
 
@@ -326,6 +347,29 @@ async def test_stop_with_live_viewers() -> None:
             await viewer.close()
         await publisher.unpublish()
         srv.stop()
+
+
+async def test_sendrecv_publisher_gets_recvonly_answer_by_default(server: Any) -> None:
+    """RFC 9725: the WHIP answer is recvonly unless the echo option is on."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    source = TestPatternTrack(320, 240, 15, solid_color=RED)
+    try:
+        pc.addTransceiver(source, direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            headers = {"Content-Type": "application/sdp"}
+            async with http.post(
+                server.whip_url, data=pc.localDescription.sdp, headers=headers
+            ) as r:
+                assert r.status == 201
+                answer = await r.text()
+                location = r.headers["Location"]
+            assert "a=recvonly" in answer and "a=sendrecv" not in answer
+            async with http.delete(location) as r:
+                assert r.status == 200
+    finally:
+        source.stop()
+        await pc.close()
 
 
 @pytest.mark.skipif(

@@ -9,8 +9,9 @@ averages the inner half of each block, so codec ringing at block edges does not 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-import torch
 
 __all__ = [
     "BLOCKS",
@@ -40,12 +41,9 @@ def _bits(session: int, index: int) -> list[int]:
     if not 0 <= session < 1 << SESSION_BITS:
         raise ValueError(f"session must be in 0..{(1 << SESSION_BITS) - 1}, got {session}")
     value = (session << INDEX_BITS) | (index % (1 << INDEX_BITS))
-    payload = [(value >> (SESSION_BITS + INDEX_BITS - 1 - i)) & 1 for i in range(len_payload())]
+    width = SESSION_BITS + INDEX_BITS
+    payload = [(value >> (width - 1 - i)) & 1 for i in range(width)]
     return [1, 0, *payload, sum(payload) % 2]
-
-
-def len_payload() -> int:
-    return SESSION_BITS + INDEX_BITS
 
 
 def stamp_yuv420p(yuv: np.ndarray, width: int, height: int, session: int, index: int) -> None:
@@ -68,7 +66,7 @@ def stamp_yuv420p(yuv: np.ndarray, width: int, height: int, session: int, index:
             flat[row * quarter : row * quarter + BLOCKS * size // 2] = 128
 
 
-def read_stamp(image: torch.Tensor | np.ndarray) -> tuple[int, int] | None:
+def read_stamp(image: Any) -> tuple[int, int] | None:
     """``(session, index)`` from an RGB image ``[1,H,W,3]``/``[H,W,3]`` (float 0..1 or uint8),
     inverted or not; ``None`` when the blocks are unreadable or the parity is wrong."""
     if image.ndim == 4:
@@ -77,10 +75,11 @@ def read_stamp(image: torch.Tensor | np.ndarray) -> tuple[int, int] | None:
     size = block_size(width)
     lo, hi = size // 4, size - size // 4
     strip = image[lo:hi, : BLOCKS * size]
-    if isinstance(strip, torch.Tensor):
-        strip = strip.detach().to("cpu", torch.float32).numpy()
+    integer = str(image.dtype) in ("uint8", "torch.uint8")
+    if hasattr(strip, "detach"):  # a torch tensor (not imported here: the publisher has none)
+        strip = strip.detach().cpu().numpy()
     strip = np.asarray(strip, dtype=np.float32)
-    if image.dtype in (np.uint8, torch.uint8):
+    if integer:
         strip = strip / 255.0
     # mean over rows and channels, then over the inner columns of each block
     columns = strip.mean(axis=(0, 2)).reshape(BLOCKS, size)[:, lo:hi].mean(axis=1)

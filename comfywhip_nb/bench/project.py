@@ -1,0 +1,150 @@
+"""The project receiver: a real ``WhipServer`` running the equivalent ComfyUI prompt.
+
+Frames arrive through the server's WHIP endpoint, sessions, FramePump mailbox and worker;
+the benchmark only adds a ``Session.frame_listeners`` hook (called on the worker thread
+with each ``ProcessedFrame``) that reads the stamp back and, where the scenario asks for a
+preview of every frame, encodes it with ``frames.encode_preview_jpeg`` at 320 px, the same
+work the baseline does. Hot swaps go through ``WhipServer.set_prompts`` from this process's
+main thread, as a notebook cell would.
+"""
+
+from __future__ import annotations
+
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+
+from .procs import command_loop, loopback_only, quiet_logs
+from .recorder import Recorder
+
+__all__ = ["INVERT_PROMPT", "SlowInvert", "project_main", "slow_prompt"]
+
+INVERT_PROMPT: dict[str, Any] = {
+    "1": {"class_type": "LoadTensor", "inputs": {}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
+}
+#: the hot-swap partner: same work, a different graph (so every swap builds new nodes)
+INVERT_PROMPT_B: dict[str, Any] = {
+    "10": {"class_type": "LoadTensor", "inputs": {}},
+    "11": {"class_type": "ImageInvert", "inputs": {"image": ["10", 0]}},
+    "12": {"class_type": "SaveTensor", "inputs": {"images": ["11", 0]}},
+}
+
+
+class SlowInvert:
+    """``1 - image`` after sleeping ``delay_ms``: a node slower than the input (scenario c)."""
+
+    CATEGORY = "benchmark"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "delay_ms": ("FLOAT", {"default": 66.7, "min": 0.0, "max": 10000.0}),
+            }
+        }
+
+    def run(self, image: torch.Tensor, delay_ms: float) -> tuple[torch.Tensor]:
+        out = 1.0 - image
+        time.sleep(delay_ms / 1000.0)
+        return (out,)
+
+
+def slow_prompt(delay_s: float) -> dict[str, Any]:
+    return {
+        "1": {"class_type": "LoadTensor", "inputs": {}},
+        "2": {
+            "class_type": "BenchSlowInvert",
+            "inputs": {"image": ["1", 0], "delay_ms": round(delay_s * 1000.0, 3)},
+        },
+        "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
+    }
+
+
+class _Project:
+    """Owns the WhipServer and the benchmark's frame listener."""
+
+    def __init__(self) -> None:
+        from comfywhip_nb.frames import encode_preview_jpeg
+        from comfywhip_nb.prompts import register_nodes
+        from comfywhip_nb.server import WhipServer
+
+        register_nodes({"BenchSlowInvert": SlowInvert})
+        self.encode_preview = encode_preview_jpeg
+        self.recorder = Recorder()
+        self.preview = True
+        self.server = WhipServer(port=0, prompts=INVERT_PROMPT, max_sessions=64)
+        self.server.start()
+        self.server.core.listeners.append(self._on_session_event)
+        self.swaps: list[float] = []
+
+    def _on_session_event(self, event: str, session: Any) -> None:
+        if event == "created":  # on the server's loop, before any frame can arrive
+            session.frame_listeners.append(self._on_frame)
+
+    def _on_frame(self, processed: Any) -> None:
+        self.recorder.on_processed(processed.image, processed.received_at)
+        if self.preview:
+            self.encode_preview(processed.frame, 320)
+
+    def counters(self) -> dict[str, Any]:
+        infos = list(self.server.sessions.values())
+        return {
+            "frames_in": sum(i.frames_in for i in infos),
+            "frames_processed": sum(i.frames_processed for i in infos),
+            "frames_dropped": sum(i.frames_dropped for i in infos),
+            "sessions": sum(1 for i in infos if i.connection_state == "connected"),
+            "errors": [i.last_error for i in infos if i.last_error],
+        }
+
+    def _swapper(self, every: float, dry: bool) -> Any:
+        prompts = [INVERT_PROMPT_B, INVERT_PROMPT]
+        self.swaps = []
+
+        def during(t0: float) -> None:
+            due = t0 + every * (len(self.swaps) + 1) - 0.5 * every
+            if time.monotonic() >= due:
+                if not dry:
+                    self.server.set_prompts(prompts[len(self.swaps) % 2])
+                self.swaps.append(time.monotonic())
+
+        return during
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cmd = msg["cmd"]
+        if cmd == "setup":
+            self.recorder.reset()
+            self.preview = msg.get("preview") == "frame"
+            delay = float(msg.get("delay", 0.0))
+            self.server.set_prompts(slow_prompt(delay) if delay else INVERT_PROMPT)
+            return {"url": self.server.whip_url, "base": self.server.url}
+        if cmd == "measure":
+            every = msg.get("swap_every")
+            during = self._swapper(float(every), bool(msg.get("swap_dry"))) if every else None
+            result = self.recorder.measure(
+                msg["sessions"], msg["warmup"], msg["duration"], self.counters, during
+            )
+            result["swaps"] = list(self.swaps) if every else []
+            return result
+        if cmd == "reset":  # the publisher DELETEs its sessions; wait for them to go
+            deadline = time.monotonic() + 10.0
+            while len(self.server.sessions) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return {"ok": True, "left": len(self.server.sessions)}
+        if cmd == "quit":
+            self.server.stop()
+            return {"ok": True}
+        raise ValueError(f"unknown command {cmd!r}")
+
+
+def project_main(conn: Connection) -> None:
+    """Entry point of the project receiver child process."""
+    loopback_only()
+    quiet_logs()
+    command_loop(conn, _Project().handle)
