@@ -129,7 +129,7 @@ async def post_prompts(
     text = await read_body(request, core.config.max_json_bytes)
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     if isinstance(data, dict) and "prompts" in data:  # ComfyStream's {"prompts": [...]} shape
         data = data["prompts"]

@@ -70,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         help="remove a session after this many seconds without media",
     )
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=20.0,
+        help="POST/PATCH/DELETE requests per second per client, bursts of twice that "
+        "(default 20; 0 = off)",
+    )
+    serve.add_argument(
+        "--echo-processed",
+        action="store_true",
+        help="send a sendrecv publisher its processed video back (ComfyStream style; "
+        "RFC 9725 answers are recvonly, so off by default)",
+    )
     serve.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
 
     publish = sub.add_parser("publish", help="publish to a WHIP endpoint with aiortc")
@@ -132,6 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         strict_if_match=args.strict_if_match,
         media_timeout=args.media_timeout,
         echo_processed=args.echo_processed,
+        rate_limit=args.rate_limit,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         logger.warning(

@@ -127,7 +127,7 @@ async def read_json(request: web.Request, limit: int) -> Any:
     text = await read_body(request, limit)
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 

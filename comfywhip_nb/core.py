@@ -37,7 +37,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8889
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
+    """Bearer token; kept out of ``repr`` so logging the config does not leak it."""
     ice_servers: list[IceServer] = field(default_factory=list)
     max_sessions: int = 8
     strict_if_match: bool = False
@@ -51,6 +52,9 @@ class ServerConfig:
     frame_timeout: float = 2.0
     """Per-frame budget for a prompt; a hung node is reported and skipped after this."""
     cors_origins: str = "*"
+    rate_limit: float = 20.0
+    """POST/PATCH/DELETE requests per second per client address, in bursts of up to twice
+    that (RFC 9725 §4.8 SHOULD); 0 turns the limit off."""
     prompts_dir: str | None = None
     """Folder prompt files may be loaded from (``None``: current directory)."""
     echo_processed: bool = False

@@ -136,6 +136,9 @@ def check_offer(sdp: str, *, allow_sendrecv: bool = True) -> OfferSummary:
     av_media = [m for m in media if m.kind in ("audio", "video")]
     if not av_media:
         raise BadRequest("SDP offer has no audio or video media section")
+    if not any(line.startswith("a=fingerprint:") for line in lines):
+        # aiortc would answer 201 and then fail DTLS in a background task (an assert)
+        raise BadRequest("SDP offer has no a=fingerprint line; WebRTC media needs DTLS-SRTP")
     for kind in ("audio", "video"):
         count = sum(1 for m in av_media if m.kind == kind)
         if count > 1:

@@ -87,11 +87,14 @@ class WhipServer:
         connect_timeout: float = 30.0,
         frame_timeout: float = 2.0,
         cors_origins: str = "*",
+        rate_limit: float = 20.0,
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
+        if not rate_limit >= 0:
+            raise ValueError(f"rate_limit must be >= 0 (0 disables it), got {rate_limit}")
         if (cert is None) != (key is None):
             raise ValueError("HTTPS needs both cert and key")
         self.config = ServerConfig(
@@ -105,6 +108,7 @@ class WhipServer:
             connect_timeout=connect_timeout,
             frame_timeout=frame_timeout,
             cors_origins=cors_origins,
+            rate_limit=float(rate_limit),
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
         )

@@ -17,6 +17,8 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,12 +32,14 @@ from .errors import (
     PayloadTooLarge,
     PreconditionFailed,
     PreconditionRequired,
+    TooManyRequests,
     Unauthorized,
     UnprocessableOffer,
     UnsupportedMediaType,
     WhipError,
 )
 from .ice import format_link_header, parse_sdpfrag
+from .ratelimit import RateLimiter
 
 __all__ = ["CORE_KEY", "middlewares", "read_body", "setup_whip_routes"]
 
@@ -53,6 +57,8 @@ GENERIC_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")
 #: a bearer header; the page holds no data and asks for the token itself)
 PUBLIC_PATHS = ("/health", "/", "/index.html", "/favicon.ico")
 PUBLIC_PREFIXES = ("/static/",)
+#: methods under the per-client rate limit (RFC 9725 §4.8: SHOULD limit session changes)
+LIMITED_METHODS = ("POST", "PATCH", "DELETE")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -80,7 +86,14 @@ async def read_body(request: web.Request, limit: int) -> str:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(length, limit)
-    data = await request.content.read(limit + 1)
+    # StreamReader.read(n) returns as soon as *some* bytes are there: a body that arrives in
+    # several TCP segments would be cut short. Read until EOF (or one byte over the limit).
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = await request.content.read(limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
     if len(data) > limit:
         raise PayloadTooLarge(None, limit)
     try:
@@ -122,12 +135,22 @@ def _authorized(request: web.Request, token: str) -> bool:
 
 
 def middlewares(core: WhipCore) -> list[Any]:
-    """Errors -> problem+json, bearer auth, CORS; in that order around every handler."""
+    """Errors -> problem+json, rate limit, bearer auth, CORS; around every handler."""
+    limiter = RateLimiter(core.config.rate_limit)
 
     @web.middleware
     async def whip_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         cfg = core.config
         try:
+            # before auth, so that guessing tokens is rate-limited too
+            if request.method in LIMITED_METHODS:
+                wait = limiter.check(request.remote or "?", time.monotonic())
+                if wait is not None:
+                    raise TooManyRequests(
+                        f"too many {request.method} requests from this address; "
+                        f"retry in {wait:.1f} s",
+                        retry_after=max(1, math.ceil(wait)),
+                    )
             needs_token = cfg.token and not is_preflight(request) and not _is_public(request.path)
             if needs_token and not _authorized(request, cfg.token):
                 raise Unauthorized()
@@ -150,7 +173,11 @@ def middlewares(core: WhipCore) -> list[Any]:
         except web.HTTPNotFound:
             response = _error_response(NotFound(f"no such resource: {request.path[:200]}"))
         except web.HTTPException as exc:
-            response = exc
+            if exc.status < 400:
+                raise  # a redirect is not an error
+            error = WhipError(f"{exc.reason}: {request.path[:200]}")
+            error.status = exc.status  # aiohttp's status (e.g. 403 for a static folder)
+            response = _error_response(error)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let a bug take the server down; say what happened
@@ -189,7 +216,7 @@ async def parse_prompts_param(raw: str | None) -> Any:
         return None
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"prompts is not valid JSON: {exc}") from None
     return await validate_prompts(data)
 
@@ -282,6 +309,8 @@ async def patch_session(request: web.Request, session: Any) -> web.Response:
     require_content_type(request, SDPFRAG)
     check_if_match(request, session.etag, core.config.strict_if_match)
     body = await read_body(request, core.config.max_sdp_bytes)
+    if session.closed:  # DELETEd (or timed out) while the body was on its way
+        raise NotFound(f"session {session.id[:8]} ended while its PATCH was being read")
     try:
         fragment = parse_sdpfrag(body)
     except ValueError as exc:

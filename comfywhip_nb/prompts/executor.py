@@ -289,6 +289,8 @@ def _parse_json(text: str) -> Any:
         ) from None
     except RecursionError:
         raise PromptError("prompt JSON is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over sys.get_int_max_str_digits() digits
+        raise PromptError(f"invalid JSON: {exc}") from None
 
 
 def _read_file(path: Path, allowed_dir: str | Path | None) -> Any:

@@ -129,6 +129,13 @@ def _short(value: Any) -> str:
     return _REPR.repr(value)
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range (JSON allows 4300 digits)
+        return False
+
+
 def _literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> Any:
     """The literal, normalised (INT given as 3.0 becomes 3); ValueError says what is wrong."""
     if isinstance(kind, list):
@@ -144,7 +151,7 @@ def _literal(name: str, value: Any, kind: Any, options: Mapping[str, Any]) -> An
         raise ValueError(f"input '{name}' expects a link to a {kind} output, got {_short(value)}")
     numeric = kind in ("INT", "FLOAT")
     wrong = not isinstance(value, accepted[kind]) or (
-        numeric and (isinstance(value, bool) or not math.isfinite(value))
+        numeric and (isinstance(value, bool) or not _finite(value))
     )
     if wrong or (kind == "INT" and isinstance(value, float) and not value.is_integer()):
         raise ValueError(
