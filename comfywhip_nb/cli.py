@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a sendrecv publisher its processed video back (ComfyStream style; "
         "RFC 9725 answers are recvonly, so off by default)",
     )
+    serve.add_argument(
+        "--warmup",
+        action="store_true",
+        help="run each new prompt once on a blank frame before it goes live",
+    )
     serve.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
 
     publish = sub.add_parser("publish", help="publish to a WHIP endpoint with aiortc")
@@ -146,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         media_timeout=args.media_timeout,
         echo_processed=args.echo_processed,
         rate_limit=args.rate_limit,
+        warmup=args.warmup,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         logger.warning(

@@ -154,7 +154,11 @@ async def offer_endpoint(request: web.Request) -> web.Response:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
     raw_prompts = body.get("prompts")
-    prompt = await validate_prompts(raw_prompts) if raw_prompts not in (None, [], {}) else None
+    prompt = (
+        await validate_prompts(raw_prompts, core.config.warmup)
+        if raw_prompts not in (None, [], {})
+        else None
+    )
     channel = request.query.get("channelId") or None
     hub = request.app[HUB_KEY]
     session, answer = await create_offer_session(core, hub, sdp, channel, size)

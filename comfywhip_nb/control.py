@@ -184,7 +184,7 @@ class ControlHub:
                 raise ControlError(f"prompts is not valid JSON: {exc}") from None
         if raw is not None:
             try:
-                prompt = await validate_prompts(raw)
+                prompt = await validate_prompts(raw, self.core.config.warmup)
             except BadRequest as exc:
                 nodes = exc.extra.get("node_errors")
                 raise ControlError(

@@ -57,6 +57,8 @@ class ServerConfig:
     that (RFC 9725 §4.8 SHOULD); 0 turns the limit off."""
     prompts_dir: str | None = None
     """Folder prompt files may be loaded from (``None``: current directory)."""
+    warmup: bool = False
+    """Run every new prompt once on a blank frame before it goes live (see ``warmup.py``)."""
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""

@@ -90,6 +90,7 @@ class WhipServer:
         rate_limit: float = 20.0,
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
+        warmup: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -111,6 +112,7 @@ class WhipServer:
             rate_limit=float(rate_limit),
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
+            warmup=warmup,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None
@@ -126,7 +128,12 @@ class WhipServer:
     def _load(self, prompts: Any) -> Any:
         from .prompts import load_prompt
 
-        return load_prompt(prompts, allowed_dir=self.config.prompts_dir)
+        prompt = load_prompt(prompts, allowed_dir=self.config.prompts_dir)
+        if self.config.warmup:
+            from .warmup import warm_up
+
+            warm_up(prompt)
+        return prompt
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
