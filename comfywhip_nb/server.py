@@ -34,6 +34,7 @@ from .core import ServerConfig, WhipCore
 from .ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .prompt_store import PromptStore
 from .sessions import SessionInfo
+from .trace import TraceRecorder, trace_middleware
 from .whip import CORE_KEY, middlewares, setup_whip_routes
 
 __all__ = ["WhipServer"]
@@ -123,6 +124,8 @@ class WhipServer:
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
         self._lock = threading.RLock()
+        #: signalling trace of recent sessions (HTTP exchanges), read by WhipInspector
+        self.trace = TraceRecorder()
 
     # -- prompt validation happens in the caller's thread: errors surface in the cell ------
     def _load(self, prompts: Any) -> Any:
@@ -209,7 +212,7 @@ class WhipServer:
     async def _startup(self) -> None:
         self._core = WhipCore(self.config, self._store)
         app = web.Application(
-            middlewares=middlewares(self._core),
+            middlewares=[trace_middleware(self.trace), *middlewares(self._core)],
             client_max_size=max(self.config.max_json_bytes, self.config.max_sdp_bytes) + 1024,
         )
         app[CORE_KEY] = self._core
@@ -417,6 +420,12 @@ class WhipServer:
         from .widgets import Dashboard
 
         return Dashboard(self)
+
+    def _repr_html_(self) -> str:
+        """The status card a notebook shows when the server is a cell's last expression."""
+        from .widgets.status import status_card_html
+
+        return status_card_html(self)
 
     def __repr__(self) -> str:
         state = f"running at {self.whip_url}" if self.running else "stopped"

@@ -161,9 +161,7 @@ def _headers(items: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-async def _capture_request_body(
-    request: web.Request, recorder: TraceRecorder
-) -> tuple[str, bool]:
+async def _capture_request_body(request: web.Request, recorder: TraceRecorder) -> tuple[str, bool]:
     """Read a small body and hand the handler an identical stream; skip large/chunked ones."""
     if not request.body_exists:
         return "", False
@@ -174,7 +172,10 @@ async def _capture_request_body(
     replay = streams.StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
     replay.feed_data(data)
     replay.feed_eof()
-    request._payload = replay  # no public API to put a read body back (see module docstring)
+    # No public API puts a read body back (see the module docstring): swap the stream and
+    # drop the cached ``content`` property; tests/test_widgets.py checks handlers still see it.
+    request._payload = replay
+    request._cache.pop("content", None)
     text, cut = recorder.clip(data.decode("utf-8", errors="replace"))
     return text, cut
 
@@ -310,11 +311,15 @@ def _media_note(value: str, codecs: dict[str, str]) -> str:
     names = [codecs.get(pt, pt) for pt in formats]
     if port == "0":
         return f"{kind} section REJECTED (port 0): this media will not flow"
-    listed = ", ".join(f"{pt}={name}" for pt, name in zip(formats, names)) if codecs else ""
+    listed = (
+        ", ".join(f"{pt}={name}" for pt, name in zip(formats, names, strict=True)) if codecs else ""
+    )
     what = f"new {kind} media section over {proto}"
     if proto.startswith("UDP/DTLS/SCTP"):
         return f"new data-channel section over {proto}"
-    return what + (f"; payload types {listed}" if listed else f"; payload types {' '.join(formats)}")
+    return what + (
+        f"; payload types {listed}" if listed else f"; payload types {' '.join(formats)}"
+    )
 
 
 def _fmtp_note(value: str, codecs: dict[str, str]) -> str:
@@ -363,7 +368,9 @@ def _attribute_note(name: str, value: str, codecs: dict[str, str]) -> str:
     if name == "ice-pwd":
         return "ICE password: authenticates connectivity checks (STUN message integrity)"
     if name == "ice-options":
-        return "ICE options" + (": trickle, candidates may arrive later" if "trickle" in value else "")
+        return "ICE options" + (
+            ": trickle, candidates may arrive later" if "trickle" in value else ""
+        )
     if name == "candidate":
         return _candidate_note(value)
     if name == "fingerprint":

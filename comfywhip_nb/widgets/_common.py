@@ -6,7 +6,8 @@ Developer notes (the protocol, in the spirit of jupyter_rfb's widget.py):
   and *sets widget values*; ipykernel >= 7.0.1 sends those updates from any thread. Widgets
   are created and displayed by the kernel thread only. Front-end events (buttons, dropdowns,
   acknowledgements) arrive on the kernel thread; they only flip flags and ``wake()`` the
-  refresher, so no widget is written by two threads.
+  refresher. The one shared write: a session dropdown whose options the refresher updates
+  while the user may pick a value (the refresher keeps the user's choice when it still exists).
 * Flow control (``FrameFlow``). Every image sent is followed by a bump of a hidden sequence
   widget ``seq``. A ``jsdlink(seq -> ack)`` makes the front end copy each ``seq`` it has
   processed into a hidden ``ack`` widget and sync it back to the kernel (ipywidgets'
@@ -14,12 +15,17 @@ Developer notes (the protocol, in the spirit of jupyter_rfb's widget.py):
   has handled. Frames in flight = frames whose ``seq`` is above ``ack``; nothing new is
   encoded while that reaches ``max_in_flight``. This approximates jupyter_rfb's
   ``frame_feedback`` without custom JavaScript: it proves the widget model got the frame,
-  not that the browser painted it. The kernel handles acks only between cells (comm messages
-  queue behind a running cell), so a busy kernel also throttles the preview.
+  not that the browser painted it. The kernel handles acks only when its main thread is free
+  (between cells, or while a cell awaits), so a busy kernel also throttles the preview.
 * A front end that never acks (frozen tab, closed page, headless nbclient) gets at most
-  ``max_in_flight`` frames, then only tiny ``seq`` probes with exponential backoff (1 s to
-  30 s); a new page's link acks the current ``seq`` as soon as it is created, so a reloaded
-  page resumes at once.
+  ``max_in_flight`` frames, then only tiny probes with exponential backoff (1 s to 30 s).
+  A probe gives the link a fresh ``ack`` model; the front end re-binds the link and copies
+  the current ``seq`` into it at once (a reloaded page's link does the same on creation).
+  Why a fresh model: ipywidgets' front end sends a model's next update only after the
+  kernel's ``idle`` status for the previous one, and ipykernel 7.4 handles comm messages
+  that arrive during an awaiting cell concurrently, without any busy/idle status. One ack
+  arriving during ``await asyncio.sleep(...)`` would otherwise stop that model's syncing
+  for good (seen in JupyterLab as a preview frozen after its first frame).
 * Visibility. ``_view_count`` (ipywidgets' view tracking) says whether any view exists. Until
   a front end reports a view, a widget counts as shown once the kernel displayed it (so
   headless runs still record frames in the saved widget state).
@@ -27,6 +33,7 @@ Developer notes (the protocol, in the spirit of jupyter_rfb's widget.py):
 
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 import logging
@@ -76,7 +83,7 @@ class FrameFlow:
         self.probe_min, self.probe_max = probe_min, probe_max
         self.on_progress = on_progress
         self.seq = widgets.IntText(0)
-        self.ack = widgets.IntText(0)
+        self.ack = self._new_ack()
         self.link = widgets.jsdlink((self.seq, "value"), (self.ack, "value"))
         self._lock = threading.Lock()
         self._seq = 0
@@ -86,7 +93,11 @@ class FrameFlow:
         self._last_progress = time.monotonic()
         self.frames_sent = 0
         self.probes_sent = 0
-        self.ack.observe(self._on_ack, names="value")
+
+    def _new_ack(self) -> widgets.IntText:
+        ack = widgets.IntText(0)
+        ack.observe(self._on_ack, names="value")
+        return ack
 
     @property
     def widgets(self) -> list[widgets.Widget]:
@@ -110,20 +121,25 @@ class FrameFlow:
         self.seq.value = seq
 
     def maybe_probe(self, now: float) -> float:
-        """When stalled, send a ``seq`` bump (no frame) with backoff; seconds to next check."""
+        """When stalled, re-arm the ack path (with backoff); seconds until the next check.
+
+        A probe points the link at a *new* ``ack`` model: the front end re-binds the link and
+        copies the current ``seq`` into it at once, so a live front end answers even when the
+        old ``ack`` model can no longer sync (see the module docstring).
+        """
         with self._lock:
             if len(self._frames) < self.max_in_flight:
                 return float("inf")
             due = self._last_progress + self._probe_delay
             if now < due:
                 return due - now
-            self._seq += 1
-            seq = self._seq
             self.probes_sent += 1
             self._last_progress = now
             self._probe_delay = min(self._probe_delay * 2, self.probe_max)
             delay = self._probe_delay
-        self.seq.value = seq
+        old, self.ack = self.ack, self._new_ack()
+        self.link.target = (self.ack, "value")
+        old.close()
         return delay
 
     def acknowledge(self, value: int) -> None:
@@ -141,10 +157,8 @@ class FrameFlow:
             self.on_progress()
 
     def _on_ack(self, change: Mapping[str, Any]) -> None:
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # a malformed ack is no ack
             self.acknowledge(int(change["new"]))
-        except (TypeError, ValueError):
-            pass
 
 
 class ShownTracker:

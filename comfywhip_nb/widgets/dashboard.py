@@ -70,17 +70,21 @@ class Dashboard(widgets.VBox):
         self.card = _StatusCard(server)
         self.sessions_table = SessionTable(server, autostart=False)
         self.preview = FramePreview(
-            server, max_fps=max_fps, show_input=show_input, max_in_flight=max_in_flight,
+            server,
+            max_fps=max_fps,
+            show_input=show_input,
+            max_in_flight=max_in_flight,
             autostart=False,
         )
         self.plot = StatsPlot(server, autostart=False)
         self.editor = PromptEditor(server, autostart=False)
         self.inspector = WhipInspector(server, autostart=False)
         self.errors = widgets.HTML()
-        tabs = widgets.Tab([self.editor, self.inspector])
-        tabs.set_title(0, "Prompt")
-        tabs.set_title(1, "WHIP inspector")
-        self.tabs = tabs
+        # collapsed by default: the live parts stay on one screen; one click opens either
+        self.sections = widgets.Accordion(
+            [self.editor, self.inspector], titles=("Prompt editor", "WHIP inspector")
+        )
+        self.sections.selected_index = None
         super().__init__(
             [
                 self.card.html,
@@ -89,16 +93,20 @@ class Dashboard(widgets.VBox):
                     [self.preview, self.plot],
                     layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"),
                 ),
-                tabs,
+                self.sections,
                 self.errors,
             ]
         )
         self.add_class("comfywhip-dashboard")
         self.preview.layout.flex = "1 1 480px"
         self.plot.layout.flex = "0 1 450px"
-        self._extra_widgets = [*self.preview.flow.widgets, *self.plot.flow.widgets]
         components = [
-            self.card, self.sessions_table, self.preview, self.plot, self.editor, self.inspector,
+            self.card,
+            self.sessions_table,
+            self.preview,
+            self.plot,
+            self.editor,
+            self.inspector,
         ]
         self.refresher = Refresher(server, components, on_error=self._show_error)
         for part in (self.sessions_table, self.preview, self.plot, self.editor, self.inspector):

@@ -7,6 +7,7 @@ SDP offers/answers and trickle fragments annotated line by line (``annotate_sdp`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -67,27 +68,36 @@ METHOD_NOTES = {
 }
 
 
+TD = "text-align:left;vertical-align:top"  # outputs right-align cells unless told otherwise
+
+
 def sdp_html(sdp: str) -> str:
     """An SDP as a two-column table: each line and what it means."""
+    line_style = f"{TD};{MONO};white-space:pre-wrap;word-break:break-all;padding:0 8px 0 0"
     rows = "".join(
-        f'<tr><td style="{MONO};white-space:pre-wrap;word-break:break-all;padding:0 8px 0 0;'
-        f'vertical-align:top;max-width:420px">{esc(line)}</td>'
-        f'<td style="{MUTED};font-size:11.5px;vertical-align:top">{esc(note)}</td></tr>'
+        f'<tr><td style="{line_style};max-width:420px">{esc(line)}</td>'
+        f'<td style="{TD};{MUTED};font-size:11.5px">{esc(note)}</td></tr>'
         for line, note in annotate_sdp(sdp)
     )
-    return f'<table class="comfywhip-sdp" style="border-collapse:collapse">{rows}</table>'
+    return (
+        '<table class="comfywhip-sdp" style="border-collapse:collapse;line-height:1.35">'
+        f"{rows}</table>"
+    )
+
+
+def _header_note(name: str, value: str) -> str:
+    return HEADER_NOTES.get(name.lower(), CONTENT_NOTES.get(value.split(";")[0].strip(), ""))
 
 
 def _headers_html(headers: tuple[tuple[str, str], ...]) -> str:
     rows = "".join(
-        f'<tr><td style="{MONO};padding:0 6px 0 0;vertical-align:top"><b>{esc(k)}</b></td>'
-        f'<td style="{MONO};word-break:break-all;vertical-align:top">{esc(v)}</td>'
-        f'<td style="{MUTED};font-size:11.5px;padding-left:8px;vertical-align:top">'
-        f"{esc(HEADER_NOTES.get(k.lower(), CONTENT_NOTES.get(v.split(';')[0].strip(), '')))}"
-        "</td></tr>"
+        f'<tr><td style="{TD};{MONO};padding:0 6px 0 0"><b>{esc(k)}</b></td>'
+        f'<td style="{TD};{MONO};word-break:break-all">{esc(v)}</td>'
+        f'<td style="{TD};{MUTED};font-size:11.5px;padding-left:8px">'
+        f"{esc(_header_note(k, v))}</td></tr>"
         for k, v in headers
     )
-    return f'<table style="border-collapse:collapse">{rows}</table>'
+    return f'<table style="border-collapse:collapse;line-height:1.35">{rows}</table>'
 
 
 def _body_html(body: str, content_type: str) -> str:
@@ -98,10 +108,8 @@ def _body_html(body: str, content_type: str) -> str:
     ):
         return sdp_html(body)
     if "json" in content_type:
-        try:
+        with contextlib.suppress(ValueError):
             body = json.dumps(json.loads(body), indent=2)
-        except ValueError:
-            pass
     return f'<pre style="{MONO};margin:0;white-space:pre-wrap">{esc(body)}</pre>'
 
 
@@ -146,7 +154,8 @@ def trace_html(entries: list[TraceEntry]) -> str:
     if not entries:
         return f'<div style="{MUTED};font-size:12px">no requests recorded yet</div>'
     start = entries[0].time
-    return "".join(entry_html(e, start, open_=len(entries) <= 4) for e in entries)
+    blocks = "".join(entry_html(e, start, open_=len(entries) <= 4) for e in entries)
+    return f'<div style="line-height:1.35">{blocks}</div>'
 
 
 class WhipInspector(widgets.VBox):
@@ -169,7 +178,7 @@ class WhipInspector(widgets.VBox):
             layout=widgets.Layout(width="340px"),
             style={"description_width": "56px"},
         )
-        self.body = widgets.HTML(layout=widgets.Layout(max_height="520px", overflow_y="auto"))
+        self.body = widgets.HTML(layout=widgets.Layout(max_height="520px", overflow="hidden auto"))
         super().__init__([self.chooser, self.body])
         self.add_class("comfywhip-inspector")
         self.chooser.observe(lambda _c: self._wake(), names="value")

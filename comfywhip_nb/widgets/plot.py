@@ -48,7 +48,6 @@ class StatsPlot(widgets.VBox):
         self._shown = ShownTracker(self.image, on_change=self._wake)
         super().__init__([self.image])
         self.add_class("comfywhip-plot")
-        self._extra_widgets = self.flow.widgets
         self.history: dict[str, deque[tuple[float, float, float, float]]] = {}
         self._sampled_at = -1e9
         self._dirty = True
@@ -57,6 +56,11 @@ class StatsPlot(widgets.VBox):
         self.image.value = self.render()
         if autostart:
             self._refresher = Refresher(server, [self]).start()
+
+    @property
+    def _extra_widgets(self) -> list[widgets.Widget]:
+        """Models outside the children tree (the flow's seq/ack/link), for close_tree."""
+        return self.flow.widgets if hasattr(self, "flow") else []
 
     def _wake(self) -> None:
         if self._refresher is not None:
@@ -94,28 +98,38 @@ class StatsPlot(widgets.VBox):
         ax_lat.set_ylabel("latency ms")
         ax_lat.set_xlabel("seconds ago")
         ax_lat.set_xlim(-WINDOW_S, 0)
-        ax_fps.set_ylim(bottom=0)
-        ax_lat.set_ylim(bottom=0)
         for ax in (ax_fps, ax_lat):
             ax.grid(True, alpha=0.3)
             ax.tick_params(labelsize=8)
         newest = sorted(self.history.items(), key=lambda kv: kv[1][0][0])[-MAX_SESSIONS_PLOTTED:]
         if not newest:
             ax_fps.text(
-                0.5, 0.5, "no sessions yet", ha="center", va="center",
-                transform=ax_fps.transAxes, color="grey",
+                0.5,
+                0.5,
+                "no sessions yet",
+                ha="center",
+                va="center",
+                transform=ax_fps.transAxes,
+                color="grey",
             )
         for i, (sid, points) in enumerate(newest):
             colour = f"C{i}"
             ref = now if now is not None else points[-1][0]
             xs = [t - ref for t, *_ in points]
             ax_fps.plot(xs, [p[1] for p in points], "--", color=colour, linewidth=1, alpha=0.7)
-            ax_fps.plot(xs, [p[2] for p in points], "-", color=colour, linewidth=1.6,
-                        label=f"{sid[:8]}")
+            ax_fps.plot(
+                xs, [p[2] for p in points], "-", color=colour, linewidth=1.6, label=f"{sid[:8]}"
+            )
             ax_lat.plot(xs, [p[3] for p in points], "-", color=colour, linewidth=1.2)
+        # explicit limits: set_ylim(bottom=0) alone would freeze the top at 1
+        fps_top = max((max(p[1], p[2]) for _, pts in newest for p in pts), default=0.0)
+        lat_top = max((p[3] for _, pts in newest for p in pts), default=0.0)
+        ax_fps.set_ylim(0, max(fps_top * 1.15, 1.0))
+        ax_lat.set_ylim(0, max(lat_top * 1.15, 1.0))
         if newest:
-            ax_fps.legend(fontsize=7, loc="lower left", title="out (solid) / in (dashed)",
-                          title_fontsize=7)
+            ax_fps.legend(
+                fontsize=7, loc="lower left", title="out (solid) / in (dashed)", title_fontsize=7
+            )
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         return buffer.getvalue()

@@ -30,7 +30,9 @@ NEWEST = "newest"
 STATUS_PERIOD = 0.5
 
 
-def placeholder_jpeg(text: str = "waiting for frames…", size: tuple[int, int] = (320, 180)) -> bytes:
+def placeholder_jpeg(
+    text: str = "waiting for frames…", size: tuple[int, int] = (320, 180)
+) -> bytes:
     """A small grey JPEG shown before the first frame (an empty Image looks broken)."""
     image = Image.new("RGB", size, (40, 42, 48))
     draw = ImageDraw.Draw(image)
@@ -80,6 +82,8 @@ class FramePreview(widgets.VBox):
         self.input_image = widgets.Image(
             value=placeholder, format="jpeg", layout=widgets.Layout(max_width="100%")
         )
+        self.image.add_class("comfywhip-preview-image")  # found by tests and the browser check
+        self.input_image.add_class("comfywhip-input-image")
         self._shown = ShownTracker(self.image, on_change=self._wake)
         self.chooser = widgets.Dropdown(
             options=[("newest session", NEWEST)],
@@ -89,23 +93,31 @@ class FramePreview(widgets.VBox):
             style={"description_width": "56px"},
         )
         self.show_input = widgets.Checkbox(
-            value=show_input, description="input side by side", indent=False,
+            value=show_input,
+            description="input side by side",
+            indent=False,
             layout=widgets.Layout(width="150px"),
         )
         self.live = widgets.ToggleButton(
-            value=True, description="live", icon="play", tooltip="pause/resume the preview",
+            value=True,
+            description="live",
+            icon="play",
+            tooltip="pause/resume the preview",
             layout=widgets.Layout(width="80px"),
         )
         self.status = widgets.HTML()
         self._input_box = widgets.VBox(
             [widgets.HTML("<b style='font-size:12px'>input</b>"), self.input_image],
-            layout=widgets.Layout(display="flex" if show_input else "none", flex="1 1 0"),
+            layout=widgets.Layout(
+                display="flex" if show_input else "none", flex="1 1 0", align_items="flex-start"
+            ),
         )
         images = widgets.HBox(
             [
                 widgets.VBox(
                     [widgets.HTML("<b style='font-size:12px'>processed</b>"), self.image],
-                    layout=widgets.Layout(flex="1 1 0"),
+                    # flex-start: the image keeps its size (never upscaled), shrinks if needed
+                    layout=widgets.Layout(flex="1 1 0", align_items="flex-start"),
                 ),
                 self._input_box,
             ],
@@ -115,7 +127,6 @@ class FramePreview(widgets.VBox):
             [widgets.HBox([self.chooser, self.show_input, self.live]), images, self.status]
         )
         self.add_class("comfywhip-preview")
-        self._extra_widgets = self.flow.widgets
         for control in (self.chooser, self.show_input, self.live):
             control.observe(self._on_control, names="value")
         if session_id is not None:
@@ -133,10 +144,16 @@ class FramePreview(widgets.VBox):
         self.frames_skipped = 0
         self.updated_from: set[str] = set()
         self.last_frame_index = -1
+        self._last_sent: Any = None
         if autostart:
             self._refresher = Refresher(server, [self]).start()
 
     # -- kernel-thread side ----------------------------------------------------------------
+    @property
+    def _extra_widgets(self) -> list[widgets.Widget]:
+        """Models outside the children tree (the flow's seq/ack/link), for close_tree."""
+        return self.flow.widgets if hasattr(self, "flow") else []
+
     def _wake(self) -> None:
         if self._refresher is not None:
             self._refresher.wake()
@@ -181,6 +198,7 @@ class FramePreview(widgets.VBox):
         if not self.live.value or not self.shown:
             return 0.5
         if not self.flow.ready():
+            self._update_status(now, None)  # says "waiting for the front end", once
             return min(self.flow.maybe_probe(now), 1.0)
         if now < self._next_at:
             return self._next_at - now
@@ -204,7 +222,8 @@ class FramePreview(widgets.VBox):
             self.frames_skipped += latest.index - previous[1] - 1
         self._push_frame(latest, with_input, now)
         self._next_at = now + 1.0 / self.max_fps
-        self._update_status(now, sessions, latest)
+        self._last_sent = latest
+        self._update_status(now, latest)
         return 1.0 / self.max_fps
 
     def _push_frame(self, latest: Any, with_input: bool, now: float) -> None:
@@ -232,19 +251,25 @@ class FramePreview(widgets.VBox):
             text = "waiting for a publisher…" if not sessions else "waiting for processed frames…"
             self._set_status(f'<span style="color:#656d76">{esc(text)}</span>')
 
-    def _update_status(self, now: float, sessions: Mapping[str, Any], latest: Any) -> None:
-        if now - self._status_at < STATUS_PERIOD:
+    def _update_status(self, now: float, latest: Any | None) -> None:
+        """At most every STATUS_PERIOD, and only sent when the text changed."""
+        latest = latest if latest is not None else self._last_sent
+        if latest is None or now - self._status_at < STATUS_PERIOD:
             return
         self._status_at = now
         times = self._sent_times
-        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        fps = (len(times) - 1) / span if span > 0 and now - times[-1] < 1.0 else 0.0
         width, height = latest.frame.width, latest.frame.height
         shown_w, shown_h = frames.preview_size(width, height, self.max_width)
+        size = f"{width}x{height}" + (f" → {shown_w}x{shown_h}" if shown_w != width else "")
         encode = sum(self._encode_ms) / len(self._encode_ms) if self._encode_ms else 0.0
+        in_flight = self.flow.in_flight()
+        waiting = " · waiting for the front end" if in_flight >= self.flow.max_in_flight else ""
         self._set_status(
-            f'<span style="font-size:12px;color:#656d76">frame #{latest.index} · '
-            f"{width}×{height} shown at {shown_w}×{shown_h} · {fps:.1f} fps (cap {self.max_fps:g}) · "
-            f"{self.flow.in_flight()}/{self.flow.max_in_flight} in flight · "
+            f'<span style="font-size:12px;color:#656d76">frame #{latest.index} · {size} · '
+            f"preview {fps:.1f} fps (cap {self.max_fps:g}) · "
+            f"{in_flight}/{self.flow.max_in_flight} in flight{waiting} · "
             f"JPEG {encode:.1f} ms</span>"
         )
 

@@ -8,6 +8,7 @@ the version line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -46,20 +47,21 @@ def prompt_errors_html(exc: BaseException) -> str:
     errors = getattr(exc, "errors", None)
     if not errors:
         return f'<div style="color:#cf222e">{esc(type(exc).__name__)}: {esc(exc)}</div>'
+    cell = 'style="text-align:left;vertical-align:top;padding:2px 12px 2px 0"'
     rows = "".join(
         "<tr>"
-        f"<td><code>{esc(e.node_id if e.node_id is not None else '-')}</code></td>"
-        f"<td>{esc(e.class_type or '-')}</td>"
-        f"<td>{esc(getattr(e, 'input_name', None) or '-')}</td>"
-        f"<td>{esc(e.message)}</td></tr>"
+        f"<td {cell}><code>{esc(e.node_id if e.node_id is not None else '-')}</code></td>"
+        f"<td {cell}>{esc(e.class_type or '-')}</td>"
+        f"<td {cell}>{esc(getattr(e, 'input_name', None) or '-')}</td>"
+        f"<td {cell}>{esc(e.message)}</td></tr>"
         for e in errors
     )
+    head = "".join(f"<th {cell}>{name}</th>" for name in ("node", "class", "input", "problem"))
     return (
         '<div style="color:#cf222e;font-size:12px">Not applied: the prompt is invalid '
         "(the running prompt is unchanged).</div>"
-        '<table class="comfywhip-errors" style="font-size:12px;border-collapse:collapse">'
-        "<tr><th align=left>node</th><th align=left>class</th><th align=left>input</th>"
-        f"<th align=left>problem</th></tr>{rows}</table>"
+        '<table class="comfywhip-errors" style="font-size:12px;border-collapse:collapse;'
+        f'line-height:1.4"><tr>{head}</tr>{rows}</table>'
     )
 
 
@@ -87,11 +89,13 @@ class PromptEditor(widgets.VBox):
         self.editor = widgets.Textarea(
             placeholder='{"1": {"class_type": "LoadTensor", "inputs": {}}, ...}  '
             "(empty = passthrough)",
-            layout=widgets.Layout(width="100%", height="260px"),
+            layout=widgets.Layout(width="100%", height="200px"),
         )
         self.editor.add_class("comfywhip-json")
         self.apply_button = widgets.Button(
-            description="Apply", button_style="primary", icon="check",
+            description="Apply",
+            button_style="primary",
+            icon="check",
             tooltip="validate, then hot-swap (nothing changes on error)",
         )
         self.load_button = widgets.Button(
@@ -116,10 +120,16 @@ class PromptEditor(widgets.VBox):
         self.load_button.on_click(lambda _b: self.load_current())
         self.format_button.on_click(lambda _b: self._format())
         self.applied_versions: list[int] = []
+        self._prefill()
         if autostart:
             self._refresher = Refresher(server, [self]).start()
 
     # -- kernel thread: user actions -------------------------------------------------------
+    def _prefill(self) -> None:
+        """Start from the server's default prompt, so Apply is never a surprise."""
+        with contextlib.suppress(Exception):  # a stopped server has no core: start empty
+            self.editor.value = prompt_to_json(self.server.core.prompts.channel_entry(None).prompt)
+
     def _on_preset(self, change: Mapping[str, Any]) -> None:
         name = change["new"]
         if not name:
@@ -207,10 +217,8 @@ class PromptEditor(widgets.VBox):
 
     def tick(self, now: float, sessions: Mapping[str, Any]) -> float:
         channels = sorted({info.channel_id for info in sessions.values()})
-        try:
+        with contextlib.suppress(Exception):  # the store is gone once the server stops
             channels = sorted(set(channels) | set(self.server.core.prompts.channels()))
-        except Exception:
-            pass
         options = [("server default", DEFAULT)]
         options += [(f"channel {c}", ("channel", c)) for c in channels]
         options += [

@@ -49,8 +49,11 @@ def status_card_html(server: Any) -> str:
     else:
         dot, state = "#6e7781", "stopped"
     rows = [
-        ("sessions", f"{len(sessions)} ({connected} connected)"
-         + (f", at most {config.max_sessions}" if config else "")),
+        (
+            "sessions",
+            f"{len(sessions)} ({connected} connected)"
+            + (f", at most {config.max_sessions}" if config else ""),
+        ),
     ]
     version = None
     with contextlib.suppress(Exception):
@@ -62,9 +65,14 @@ def status_card_html(server: Any) -> str:
         if config.ice_servers:
             rows.append(("ICE servers", f"{len(config.ice_servers)} announced in Link headers"))
     if running:
-        rows.append(("publish", f"<code>comfywhip publish {esc(server.whip_url)}</code>"
-                     f" or open <a href=\"{esc(server.url)}/\" target=\"_blank\">"
-                     f"{esc(server.url)}/</a>"))
+        rows.append(
+            (
+                "publish",
+                f"<code>comfywhip publish {esc(server.whip_url)}</code>"
+                f' or open <a href="{esc(server.url)}/" target="_blank">'
+                f"{esc(server.url)}/</a>",
+            )
+        )
     body = "".join(
         f'<tr><td style="color:{MUTED};padding:1px 12px 1px 0;vertical-align:top">{esc(k)}</td>'
         f'<td style="padding:1px 0">{v}</td></tr>'
@@ -101,7 +109,7 @@ def _cells(values: list[str], header: bool = False) -> str:
     cells = "".join(
         f'<{tag} style="{weight}width:{w}px;max-width:{w}px;overflow:hidden;'
         f'text-overflow:ellipsis;white-space:nowrap;padding:2px 4px;text-align:left">{v}</{tag}>'
-        for v, (_, w) in zip(values, COLUMNS)
+        for v, (_, w) in zip(values, COLUMNS, strict=True)
     )
     return (
         f'<table style="table-layout:fixed;border-collapse:collapse;font-size:12px;color:{FG}">'
@@ -117,11 +125,11 @@ def session_row_html(info: Any) -> str:
         esc(info.channel_id),
         state_badge(info.connection_state),
         esc(media or "-") + ("" if info.kind == "whip" else f" ({esc(info.kind)})"),
-        f"{info.width}×{info.height}" if info.width else "-",
+        f"{info.width}x{info.height}" if info.width else "-",
         f"{info.fps_in:.1f} / {info.fps_out:.1f}",
         f"{info.latency_ms:.0f} ms",
         str(info.frames_dropped),
-        f"v{info.prompt_version} <span style=\"color:{MUTED}\">{esc(info.prompt_source)}</span>",
+        f'v{info.prompt_version} <span style="color:{MUTED}">{esc(info.prompt_source)}</span>',
         f'<span title="{esc(error)}" style="color:#cf222e">{esc(error)}</span>',
     ]
     return _cells(values)
@@ -132,7 +140,7 @@ class _Row:
 
     def __init__(self, on_stop: Any) -> None:
         self.session_id: str | None = None
-        self.cells = widgets.HTML()
+        self.cells = widgets.HTML(layout=widgets.Layout(flex="0 0 auto"))
         self.stop = widgets.Button(
             description="Stop",
             icon="stop",
@@ -176,7 +184,7 @@ class SessionTable(widgets.VBox):
         self.status = widgets.HTML()
         super().__init__(
             [self.header, self.empty, *[r.box for r in self._rows], self.status],
-            layout=widgets.Layout(overflow_x="auto"),
+            layout=widgets.Layout(overflow="auto hidden"),
         )
         self.add_class("comfywhip-sessions")
         self._refresher: Refresher | None = None
@@ -195,6 +203,9 @@ class SessionTable(widgets.VBox):
             )
         if self.empty.value != text:
             self.empty.value = text
+        display = "none" if sessions else "flex"  # an empty HTML widget still takes a line
+        if self.empty.layout.display != display:
+            self.empty.layout.display = display
 
     def _stop_session(self, row: _Row) -> None:
         """Button handler (kernel thread): close the session the row shows right now."""
@@ -207,7 +218,7 @@ class SessionTable(widgets.VBox):
             closed = self.server.close_session(session_id)
             self.status.value = (
                 f'<span style="font-size:12px">session {esc(session_id[:8])} '
-                f'{"closed" if closed else "was already gone"}</span>'
+                f"{'closed' if closed else 'was already gone'}</span>"
             )
         except Exception as exc:
             self.status.value = f'<span style="color:#cf222e">{esc(exc)}</span>'
@@ -220,7 +231,7 @@ class SessionTable(widgets.VBox):
             row = _Row(self._stop_session)
             self._rows.append(row)
             self.children = (*self.children[:-1], row.box, self.children[-1])
-        for row, info in zip(self._rows, ordered):
+        for row, info in zip(self._rows, ordered, strict=False):
             row.show(info)
         for row in self._rows[len(ordered) :]:
             row.hide()
@@ -230,7 +241,10 @@ class SessionTable(widgets.VBox):
     def on_server_stopped(self) -> None:
         for row in self._rows:
             row.hide()
-        self.empty.value = f'<div style="color:{MUTED};font-size:12px;padding:4px">server stopped</div>'
+        self.empty.value = (
+            f'<div style="color:{MUTED};font-size:12px;padding:4px">server stopped</div>'
+        )
+        self.empty.layout.display = "flex"
 
     @property
     def rows(self) -> list[tuple[str, str]]:
@@ -242,4 +256,3 @@ class SessionTable(widgets.VBox):
         if refresher is not None:
             refresher.stop()
         close_tree(self)
-
