@@ -10,7 +10,7 @@
 * ``setup_routes`` also serves the ``control`` data channel (``control.py``) on every new
   ``offer`` and ``whip`` session, through ``WhipCore.listeners``.
 
-docs/comfystream.md is the user's guide.
+The README section "Coming from ComfyStream" is the user's guide.
 """
 
 from __future__ import annotations
