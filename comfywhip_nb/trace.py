@@ -169,7 +169,9 @@ async def _capture_request_body(request: web.Request, recorder: TraceRecorder) -
     if length is None or length > recorder.max_capture:
         return f"[body of {length if length is not None else 'unknown'} bytes not captured]", True
     data = await request.content.read()
-    replay = streams.StreamReader(request.protocol, 2**16, loop=asyncio.get_running_loop())
+    # a limit above the body size: feeding it must never ask the (finished) parser to pause
+    limit = max(2**16, len(data) + 1)
+    replay = streams.StreamReader(request.protocol, limit, loop=asyncio.get_running_loop())
     replay.feed_data(data)
     replay.feed_eof()
     # No public API puts a read body back (see the module docstring): swap the stream and
