@@ -190,3 +190,15 @@ def test_cached_reformatter_follows_size_changes_on_each_thread() -> None:
     for thread in threads:
         thread.join(30)
     assert not errors, errors[:3]
+
+
+def test_image_to_frame_scratch_reuse_never_aliases_earlier_frames() -> None:
+    """image_to_frame reuses a per-thread buffer: earlier frames must keep their pixels."""
+    black = torch.zeros(1, 48, 64, 3)
+    white = torch.ones(1, 48, 64, 3)
+    first = frames.image_to_frame(black)
+    second = frames.image_to_frame(white)
+    assert int(first.to_ndarray().max()) == 0
+    assert int(second.to_ndarray().min()) == 255
+    odd = frames.image_to_frame(torch.full((1, 50, 70, 3), 0.5))  # another size
+    assert odd.width == 70 and int(odd.to_ndarray()[0, 0, 0]) == 128
