@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..trace import TraceEntry, TraceRecorder, annotate_sdp
+from ..http.trace import TraceEntry, TraceRecorder, annotate_sdp
 from ._common import Refresher, close_tree, esc
 
 __all__ = ["WhipInspector", "entry_html", "sdp_html", "trace_html"]
