@@ -1,6 +1,6 @@
 """WhipInspector: the signalling trace of a session, explained (for learning WHIP).
 
-Reads ``server.trace`` (a ``comfywhip_nb.trace.TraceRecorder``) and renders every HTTP
+Reads ``server.trace`` (a ``comfywhip_nb.http.trace.TraceRecorder``) and renders every HTTP
 exchange: method, path, status, headers with what each WHIP header means, and bodies, with
 SDP offers/answers and trickle fragments annotated line by line (``annotate_sdp``).
 """
