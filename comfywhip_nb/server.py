@@ -22,7 +22,7 @@ import logging
 import ssl
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
@@ -30,15 +30,17 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .http.api_routes import setup_api_routes
-from .http.middleware import CORE_KEY, middlewares
+from .http.middleware import CORE_KEY, EGRESS_KEY, middlewares
 from .http.trace import TraceRecorder, trace_middleware
 from .http.whip import setup_whip_routes
-from .prompts.store import PromptStore
+from .pipeline.egress import Egress
+from .pipeline.processor import ProcessedFrame
+from .prompts.store import PromptStore, VersionedPrompt
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .rtc.sessions import SessionInfo
 from .server_state import ServerConfig, WhipCore
 
-__all__ = ["WhipServer"]
+__all__ = ["PromptVersion", "WhipServer"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +48,17 @@ T = TypeVar("T")
 #: running servers by (host, port), so re-running a notebook cell can stop the old one
 _RUNNING: dict[tuple[str, int], weakref.ref[WhipServer]] = {}
 _RUNNING_LOCK = threading.Lock()
+
+
+class PromptVersion(int):
+    """The version a swap recorded; ``not_following``: ids of sessions that keep their own."""
+
+    not_following: tuple[str, ...]
+
+    def __new__(cls, version: int, not_following: tuple[str, ...] = ()) -> PromptVersion:
+        value = super().__new__(cls, version)
+        value.not_following = tuple(not_following)
+        return value
 
 
 def _coerce_ice_servers(servers: Any) -> list[IceServer]:
@@ -120,6 +133,7 @@ class WhipServer:
         initial = self._load(prompts) if prompts is not None else None
         self._store = PromptStore(initial)
         self._core: WhipCore | None = None
+        self._egress: Egress | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -217,6 +231,7 @@ class WhipServer:
             client_max_size=max(self.config.max_json_bytes, self.config.max_sdp_bytes) + 1024,
         )
         app[CORE_KEY] = self._core
+        self._egress = app[EGRESS_KEY] = Egress(self._core)
         setup_whip_routes(app)
         setup_api_routes(app)
         self._install_extensions(app)
@@ -261,6 +276,8 @@ class WhipServer:
     async def _cleanup(self) -> None:
         if self._core is not None:
             await self._core.shutdown()
+        if self._egress is not None:
+            self._egress.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -310,9 +327,18 @@ class WhipServer:
 
     @property
     def core(self) -> WhipCore:
+        """The loop-side state. Loop thread only: tests and the inspector read it; notebook
+        code uses the thread-safe methods below."""
         if self._core is None:
             raise RuntimeError("the server is not running; call start() first")
         return self._core
+
+    @property
+    def egress(self) -> Egress:
+        """The WHEP/echo feeds of this server (loop thread only, like ``core``)."""
+        if self._egress is None:
+            raise RuntimeError("the server is not running; call start() first")
+        return self._egress
 
     # -- public, thread-safe API ----------------------------------------------------------
     @property
@@ -350,38 +376,59 @@ class WhipServer:
 
     def set_prompts(
         self, prompts: Any, channel: str | None = None, *, session: str | None = None
-    ) -> int:
+    ) -> PromptVersion:
         """Validate ``prompts`` (``PromptError`` on problems), then swap atomically.
 
         ``channel=None`` sets the server default; a channel or a session id narrows it.
         ``prompts=None`` clears a channel/session prompt (or sets passthrough as default).
-        Returns the new prompt version.
+        Returns the new prompt version (an ``int``) whose ``not_following`` lists the
+        sessions that keep a prompt of their own instead.
         """
         prompt = self._load(prompts) if prompts is not None else None
         if not self.running:
             if channel is None and session is None:
-                return self._store.set_default(prompt).version
+                return PromptVersion(self._store.set_default(prompt).version)
             if session is None:
-                return self._store.set_channel(channel, prompt).version
+                return PromptVersion(self._store.set_channel(channel, prompt).version)
             raise RuntimeError("the server is not running; sessions have no prompt yet")
 
-        async def swap() -> int:
-            return self.core.swap_prompts(prompt, channel=channel, session_id=session).version
+        async def swap() -> PromptVersion:
+            done = self.core.swap_prompts(prompt, channel=channel, session_id=session)
+            return PromptVersion(done.version, done.not_following)
 
         try:
             return self._call(swap())
         except KeyError:
             raise KeyError(f"no session {session!r}") from None
 
-    def _pick_session(self, session_id: str | None) -> Any:
-        core = self.core
-        if session_id is not None:
-            session = core.sessions.get(session_id)
-            if session is None:
-                raise KeyError(f"no session {session_id!r}")
-            return session
-        live = [s for s in core.sessions.values() if s.processor.latest() is not None]
-        return max(live, key=lambda s: s.created_mono) if live else None
+    # -- prompt snapshots (thread-safe: the store has its own lock) ----------------------
+    def prompt_entry(self, channel: str | None = None) -> VersionedPrompt:
+        """The prompt a channel runs (its own, else the default); ``None``: the default."""
+        return self._store.channel_entry(channel)
+
+    def prompt_channels(self) -> dict[str, VersionedPrompt]:
+        """Every channel with a prompt of its own."""
+        return self._store.channels()
+
+    # -- worker-thread frame hook ------------------------------------------------------
+    def add_frame_hook(self, hook: Callable[[ProcessedFrame], None]) -> Callable[[], None]:
+        """Call ``hook(processed)`` for every processed frame of every session, on that
+        session's worker thread (keep it short and thread-safe). Returns its remover."""
+
+        def change(add: bool) -> None:
+            hooks = self.core.frame_hooks
+            self.core.frame_hooks = (*hooks, hook) if add else tuple(h for h in hooks if h != hook)
+
+        async def apply(add: bool) -> None:
+            change(add)
+
+        self._call(apply(True))
+
+        def remove() -> None:
+            if self.running:
+                self._call(apply(False))
+
+        return remove
 
     def latest_frame(self, session_id: str | None = None, kind: str = "pil") -> Any:
         """Newest processed frame of a session (default: the newest session with one).
@@ -394,8 +441,19 @@ class WhipServer:
 
         if not self.running:
             return None
-        session = self._pick_session(session_id)
-        latest = session.processor.latest() if session is not None else None
+
+        async def pick() -> ProcessedFrame | None:  # the registry belongs to the loop
+            core = self.core
+            if session_id is not None:
+                session = core.sessions.get(session_id)
+                if session is None:
+                    raise KeyError(f"no session {session_id!r}")
+                return session.processor.latest()
+            live = [(s.created_mono, s.processor.latest()) for s in core.sessions.values()]
+            frames_ = [(t, f) for t, f in live if f is not None]
+            return max(frames_, key=lambda item: item[0])[1] if frames_ else None
+
+        latest = self._call(pick())
         if latest is None:
             return None
         if kind == "pil":

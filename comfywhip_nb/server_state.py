@@ -18,13 +18,14 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
-from .errors import BadRequest, TooManySessions, UnprocessableOffer
+from .errors import BadRequest, TooManySessions, UnprocessableOffer, WhipError
 from .prompts.store import PromptStore, VersionedPrompt
 from .rtc.ice import IceServer
-from .rtc.offer_checks import OfferSummary, check_offer
-from .rtc.sessions import Session, SessionRegistry
+from .rtc.lifecycle import EventBus, SessionEvent, SessionEventType, SessionKind
+from .rtc.offer_checks import OfferSummary, check_offer, check_viewer_offer
+from .rtc.sessions import FrameHook, Session, SessionRegistry
 
-__all__ = ["ServerConfig", "WhipCore"]
+__all__ = ["PromptSwap", "ServerConfig", "WhipCore"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +63,30 @@ class ServerConfig:
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""
+    shared_encoding: bool = True
+    """Encode a feed once for all its WHEP viewers (``pipeline/egress.py``); False makes
+    aiortc encode per viewer (benchmarks compare both). Read when a viewer joins."""
 
 
 class WhipCore:
-    """Sessions and prompts of one server, driven from the event loop."""
+    """Sessions and prompts of one server, driven from the event loop.
+
+    The one create path (``create_session``) and the one close path (``close_session``) for
+    every kind of session; both publish on ``events``. Which prompt a session runs is decided
+    here and nowhere else (``_apply_prompt``: paused -> session -> channel -> default).
+    """
 
     def __init__(self, config: ServerConfig, prompts: PromptStore) -> None:
         self.config = config
         self.prompts = prompts
         self.sessions = SessionRegistry()
+        self.events = EventBus()
         self.started_at = time.time()
         self._reaper: asyncio.Task[None] | None = None
-        self.listeners: list[Callable[[str, Session], None]] = []
+        self._closing: set[asyncio.Task[bool]] = set()
+        #: called on each session's worker thread for every processed frame (the public
+        #: ``WhipServer.add_frame_hook``); replaced as a whole, never mutated in place
+        self.frame_hooks: tuple[FrameHook, ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -84,10 +97,14 @@ class WhipCore:
             self._reaper.cancel()
             with contextlib.suppress(BaseException):
                 await self._reaper
+            self._reaper = None
         await asyncio.gather(
             *(self.close_session(s.id, "server stopping") for s in self.sessions.values()),
             return_exceptions=True,
         )
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+        self.events.clear()
 
     def rtc_configuration(self) -> RTCConfiguration:
         # an explicit list, even empty: aiortc would otherwise fall back to a public STUN
@@ -100,16 +117,20 @@ class WhipCore:
         *,
         channel_id: str | None,
         session_prompt: Any = None,
-        kind: str = "whip",
+        kind: SessionKind | str = SessionKind.WHIP,
         on_track: Callable[[Session, MediaStreamTrack], None] | None = None,
+        prepare: Callable[[Session], None] | None = None,
     ) -> tuple[Session, str, OfferSummary]:
         """Answer an offer; returns the session, the answer SDP and the offer summary.
 
         ``on_track(session, track)`` replaces ``session.attach_track`` as the ``track`` handler
         and must attach the track itself. It runs inside ``setRemoteDescription``, so a track
-        it adds with ``pc.addTrack`` is in the answer (ComfyStream's ``/offer`` sends back).
+        it adds with ``session.send`` is in the answer (ComfyStream's ``/offer`` sends back).
+        ``prepare(session)`` runs after the offer is set and before the answer is made (a
+        WHEP viewer adds its track there); so do ``OFFERED`` subscribers (the echo).
         """
-        summary = check_offer(sdp)
+        kind = SessionKind(kind)
+        summary = check_viewer_offer(sdp) if kind is SessionKind.WHEP else check_offer(sdp)
         if len(self.sessions) >= self.config.max_sessions:
             raise TooManySessions(self.config.max_sessions)
         pc = RTCPeerConnection(self.rtc_configuration())
@@ -120,10 +141,15 @@ class WhipCore:
             remote_ufrag=summary.ice_ufrag,
             remote_pwd=summary.ice_pwd,
             frame_timeout=self.config.frame_timeout,
+            worker_hooks=self._frame_hooks,
         )
+        session.offer = summary
+        if kind is SessionKind.WHEP:
+            session.has_video = True
         if session_prompt is not None:
             session.session_prompt = self.prompts.new_session_version(session_prompt)
         self._apply_prompt(session)
+        session_id = session.id  # the handlers below must not hold the session itself
 
         if on_track is None:
             pc.on("track", session.attach_track)
@@ -132,27 +158,31 @@ class WhipCore:
 
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
-            state = pc.connectionState
-            session.log(logging.INFO, "connection state is: %s", state)
-            if state == "connected" and session.connected_at is None:
-                session.connected_at = time.monotonic()
-            self.notify("state", session)
+            live = self.sessions.get(session_id)
+            if live is None:
+                return
+            state = live.pc.connectionState
+            live.log(logging.INFO, "connection state is: %s", state)
+            if state == "connected" and live.connected_at is None:
+                live.connected_at = time.monotonic()
+            self.publish(SessionEventType.STATE, live)
             if state in ("failed", "closed"):
-                await self.close_session(session.id, f"ICE {state}")
+                await self.close_session(session_id, f"ICE {state}")
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            if kind == "whip" and self.config.echo_processed and summary.wants_media_back:
-                from .pipeline.egress import attach_echo
-
-                attach_echo(self, session)
+            if prepare is not None:
+                prepare(session)
+            self.publish(SessionEventType.OFFERED, session)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-        except OperationError as exc:
-            await session.close("no common codec")  # also stops a worker a track started
-            raise _no_codec_error(summary, exc) from exc
         except Exception as exc:  # aiortc raises assorted types on hostile SDP
-            await session.close("unusable offer")
+            reason = "no common codec" if isinstance(exc, OperationError) else "unusable offer"
+            await self._end(session, reason)  # also stops a worker a track started
+            if isinstance(exc, OperationError):
+                raise _no_codec_error(kind, summary, exc) from exc
+            if isinstance(exc, WhipError):
+                raise
             raise BadRequest(
                 f"could not process the SDP offer: {type(exc).__name__}: {exc}"
             ) from exc
@@ -160,43 +190,79 @@ class WhipCore:
         self.sessions.add(session)
         session.log(
             logging.INFO,
-            "created session for channel %s (video=%s audio=%s, %d offered candidates)",
+            "created %s session for channel %s (video=%s audio=%s, %d offered candidates)",
+            kind.value,
             session.channel_id,
             summary.has_video,
             summary.has_audio,
             summary.candidate_count,
         )
-        self.notify("created", session)
+        self.publish(SessionEventType.CREATED, session)
         return session, pc.localDescription.sdp, summary
 
     async def close_session(self, session_id: str, reason: str) -> bool:
+        """The one close path: DELETE, ICE failure or close, timeouts, server stop."""
         session = self.sessions.pop(session_id)
         if session is None:
             return False
-        await session.close(reason)
-        self.notify("closed", session)
+        await self._end(session, reason)
         return True
 
-    def notify(self, event: str, session: Session) -> None:
-        """Tell listeners (events, control, widgets) about a session event."""
-        for listener in list(self.listeners):
-            try:
-                listener(event, session)
-            except Exception:
-                logger.exception("WHIP: session listener failed")
+    def close_session_soon(self, session_id: str, reason: str) -> None:
+        """``close_session`` from a synchronous callback (a track ending, a state change)."""
+        if session_id not in self.sessions:
+            return
+        task = asyncio.ensure_future(self.close_session(session_id, reason))
+        self._closing.add(task)  # asyncio keeps only weak references to tasks
+        task.add_done_callback(self._closing.discard)
 
-    # -- prompts --------------------------------------------------------------------------
+    async def _end(self, session: Session, reason: str) -> None:
+        await session.close(reason)
+        self.publish(SessionEventType.CLOSED, session, reason)  # then its subscriptions end
+        session.release()
+
+    def publish(self, kind: SessionEventType, session: Session, reason: str | None = None) -> None:
+        """Tell subscribers (events, control, egress, widgets) about a session event."""
+        self.events.publish(SessionEvent(kind, session, reason))
+
+    def _frame_hooks(self) -> tuple[FrameHook, ...]:
+        return self.frame_hooks
+
+    # -- prompts: the one place that decides what a session runs ---------------------------
+    def prompt_entry(self, session: Session) -> VersionedPrompt:
+        """The prompt ``session`` should run: its own, else its channel's, else the default."""
+        return session.session_prompt or self.prompts.for_channel(session.channel_id)
+
     def _apply_prompt(self, session: Session) -> None:
-        entry: VersionedPrompt = session.session_prompt or self.prompts.for_channel(
-            session.channel_id
-        )
+        entry = self.prompt_entry(session)
         session.prompt_source = entry.source
-        session.processor.set_prompt(entry.prompt, entry.version)
+        # paused: the version stays the recorded one, frames pass through
+        session.processor.set_prompt(
+            None if session.prompts_paused else entry.prompt, entry.version
+        )
+
+    def set_paused(self, session: Session, paused: bool) -> None:
+        """Pause (passthrough) or resume a session's prompt (the ``control`` channel)."""
+        session.prompts_paused = paused
+        self._apply_prompt(session)
+        self.publish(SessionEventType.PROMPT, session)
 
     def swap_prompts(
-        self, prompt: Any, *, channel: str | None = None, session_id: str | None = None
-    ) -> VersionedPrompt:
-        """Record a validated prompt and hand it to every session it concerns."""
+        self,
+        prompt: Any,
+        *,
+        channel: str | None = None,
+        session_id: str | None = None,
+        paused: bool | None = None,
+    ) -> PromptSwap:
+        """Record a validated prompt and hand it to every session it concerns.
+
+        A channel or default swap is followed by every session of that scope except those
+        running a prompt of their own; those are listed in ``not_following``. ComfyStream's
+        ``/offer`` sessions are not among them: for them ``POST /prompt`` and the control
+        channel's ``update_prompts`` set the same prompt, so the last write wins.
+        ``paused`` (a session swap only) pauses or resumes it in the same step.
+        """
         if session_id is not None:
             session = self.sessions.get(session_id)
             if session is None:
@@ -204,20 +270,27 @@ class WhipCore:
             session.session_prompt = (
                 None if prompt is None else self.prompts.new_session_version(prompt)
             )
+            if paused is not None:
+                session.prompts_paused = paused
             self._apply_prompt(session)
-            self.notify("prompt", session)
-            return session.session_prompt or self.prompts.for_channel(session.channel_id)
+            self.publish(SessionEventType.PROMPT, session)
+            return PromptSwap(self.prompt_entry(session))
         if channel is None:
             entry = self.prompts.set_default(prompt)
         else:
             entry = self.prompts.set_channel(channel, prompt)
+        not_following: list[str] = []
         for session in self.sessions.values():
-            if session.session_prompt is None and (
-                channel is None or session.channel_id == channel
-            ):
-                self._apply_prompt(session)
-                self.notify("prompt", session)
-        return entry
+            if channel is not None and session.channel_id != channel:
+                continue
+            if session.session_prompt is not None:
+                if session.kind is not SessionKind.OFFER:
+                    not_following.append(session.id)
+                    continue
+                session.session_prompt = None  # last write wins (ComfyStream semantics)
+            self._apply_prompt(session)
+            self.publish(SessionEventType.PROMPT, session)
+        return PromptSwap(entry, tuple(not_following))
 
     # -- expiry ---------------------------------------------------------------------------
     async def _reap_forever(self) -> None:
@@ -235,7 +308,7 @@ class WhipCore:
                 if now - session.created_mono > self.config.connect_timeout:
                     await self.close_session(session.id, "not connected in time")
                 continue
-            if session.kind == "whep":  # viewers receive, they send no media to time out on
+            if not session.kind.publishes:  # viewers receive: no media to time out on
                 continue
             last = session.last_media_at or session.connected_at
             if now - last > self.config.media_timeout:
@@ -244,8 +317,22 @@ class WhipCore:
                 )
 
 
-def _no_codec_error(summary: OfferSummary, exc: Exception) -> UnprocessableOffer:
+@dataclass(frozen=True)
+class PromptSwap:
+    """What a prompt swap did: the recorded entry, and the sessions that do not follow it."""
+
+    entry: VersionedPrompt
+    not_following: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> int:
+        return self.entry.version
+
+
+def _no_codec_error(kind: SessionKind, summary: OfferSummary, exc: Exception) -> UnprocessableOffer:
     """aiortc refuses an offer sharing no codec with it; say which codecs were offered."""
+    if kind is SessionKind.WHEP:
+        return UnprocessableOffer(f"no common video codec: this server sends VP8 or H264 ({exc})")
     offered = ", ".join(
         f"{m.kind}: {'/'.join(m.codecs) or 'none'}"
         for m in summary.media

@@ -117,7 +117,7 @@ async def publish(server: Any, color: tuple[int, int, int], channel: str | None 
 
 
 def feeds(server: Any) -> dict[Any, egress.Feed]:
-    return dict(egress._FEEDS.get(server.core, {}))
+    return dict(server.egress.feeds)
 
 
 def whep_count(server: Any) -> int:
@@ -179,7 +179,7 @@ async def test_h264_viewer(server: Any) -> None:
 
 async def test_per_viewer_encoding_mode(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """aiortc encodes per viewer; two viewers convert the same shared frame concurrently."""
-    monkeypatch.setattr(egress, "SHARED_ENCODING", False)
+    monkeypatch.setattr(server.config, "shared_encoding", False)
     server.set_prompts(INVERT)
     publisher = await publish(server, RED)
     viewers = [Viewer(f"{server.url}/whep/default") for _ in range(2)]
@@ -241,19 +241,18 @@ async def test_watch_one_session_by_id(server: Any) -> None:
 async def test_delete_frees_the_viewer(server: Any) -> None:
     server.set_prompts(INVERT)
     publisher = await publish(server, RED)
+    bus_before = len(server.core.events)
     viewer = Viewer(f"{server.url}/whep/default")
     try:
         assert (await viewer.start()).status == 201
         await viewer.wait_colour(inverted(RED))
         source = next(s for s in server.core.sessions.values() if s.kind == "whip")
-        assert len(source.frame_listeners) == 1
+        assert source.frame_subscribers == 1
         assert await viewer.delete() == 200
         await async_wait_until(lambda: whep_count(server) == 0, timeout=5)
         await async_wait_until(lambda: not feeds(server), timeout=5)
-        assert source.frame_listeners == []
-        assert egress.Feed._on_event.__name__ not in [
-            getattr(f, "__name__", "") for f in server.core.listeners
-        ]
+        assert source.frame_subscribers == 0
+        assert len(server.core.events) == bus_before  # the feed's subscription ended too
         assert await viewer.delete() == 404
     finally:
         await viewer.close()
@@ -318,7 +317,7 @@ async def test_viewer_that_never_connects_is_removed() -> None:
             assert (await viewer.start()).status == 201
             await viewer.pc.close()  # gone before ICE completes, and no DELETE
             await async_wait_until(lambda: not srv.sessions, timeout=5)
-            assert not egress._FEEDS.get(srv.core)
+            assert not srv.egress.feeds
         finally:
             await viewer.close()
 
@@ -334,13 +333,13 @@ async def test_stop_with_live_viewers() -> None:
         for viewer in viewers:
             assert (await viewer.start()).status == 201
         await viewers[0].wait_colour(inverted(RED))
-        core = srv.core
+        core, egress_of = srv.core, srv.egress
         started = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, srv.stop)
         assert time.monotonic() - started < 8
         assert not srv.running
         assert len(core.sessions) == 0
-        assert not egress._FEEDS.get(core)
+        assert not egress_of.feeds
         assert server_threads() == []
     finally:
         for viewer in viewers:

@@ -1,7 +1,7 @@
 """The project receiver: a real ``WhipServer`` running the equivalent ComfyUI prompt.
 
 Frames arrive through the server's WHIP endpoint, sessions, FramePump mailbox and worker;
-the benchmark only adds a ``Session.frame_listeners`` hook (called on the worker thread
+the benchmark only adds a ``WhipServer.add_frame_hook`` hook (called on the worker thread
 with each ``ProcessedFrame``) that reads the stamp back and, where the scenario asks for a
 preview of every frame, encodes it with ``frames.encode_preview_jpeg`` at 320 px, the same
 work the baseline does. Hot swaps go through ``WhipServer.set_prompts`` from this process's
@@ -81,12 +81,8 @@ class _Project:
         self.preview = True
         self.server = WhipServer(port=0, prompts=INVERT_PROMPT, max_sessions=64)
         self.server.start()
-        self.server.core.listeners.append(self._on_session_event)
+        self.server.add_frame_hook(self._on_frame)
         self.swaps: list[float] = []
-
-    def _on_session_event(self, event: str, session: Any) -> None:
-        if event == "created":  # on the server's loop, before any frame can arrive
-            session.frame_listeners.append(self._on_frame)
 
     def _on_frame(self, processed: Any) -> None:
         self.recorder.on_processed(processed.image, processed.received_at)

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..prompts.graph import PromptError
 from ..prompts.validation import describe_prompt_error, load_prompt_data
+from ..rtc.lifecycle import SessionEvent, SessionEventType
 from ..rtc.sessions import Session
 from ..server_state import WhipCore
 
@@ -100,30 +101,36 @@ class ControlHub:
     def __init__(self, core: WhipCore) -> None:
         self.core = core
         self.controls: dict[str, SessionControl] = {}
+        self.subscription = core.events.subscribe(self.on_session_event)
 
     def control(self, session: Session) -> SessionControl:
         return self.controls.setdefault(session.id, SessionControl())
 
-    def on_session_event(self, event: str, session: Session) -> None:
-        """``core.listeners`` callback (loop thread)."""
-        if event == "created" and session.kind in ("whip", "offer"):
+    def on_session_event(self, event: SessionEvent) -> None:
+        """The core's event bus (loop thread)."""
+        session = event.session
+        if event.type is SessionEventType.CREATED and session.kind.publishes:
             self.control(session)
-            session.pc.on("datachannel", lambda channel: self._on_datachannel(session, channel))
-        elif event == "prompt":
-            self._hold(session)  # a channel swap must not restart a paused session
-        elif event == "closed":
+            session_id = session.id  # the handler must not hold the session (issue 17)
+            session.pc.on("datachannel", lambda channel: self._on_datachannel(session_id, channel))
+        elif event.type is SessionEventType.CLOSED:
             self.controls.pop(session.id, None)
 
-    def _on_datachannel(self, session: Session, channel: Any) -> None:
-        if channel.label != "control":
+    def _on_datachannel(self, session_id: str, channel: Any) -> None:
+        session = self.core.sessions.get(session_id)
+        if channel.label != "control" or session is None:
             return
         session.log(logging.INFO, "control data channel opened")
         lock = asyncio.Lock()  # FIFO: replies keep the order of the messages
 
         @channel.on("message")
         async def _on_message(message: str | bytes) -> None:
+            live = self.core.sessions.get(session_id)
             async with lock:
-                reply = await self.handle(session, message)
+                if live is None:
+                    reply = {"type": "error", "success": False, "error": "the session has ended"}
+                else:
+                    reply = await self.handle(live, message)
             if channel.readyState == "open":
                 channel.send(json.dumps(reply))
 
@@ -192,11 +199,11 @@ class ControlHub:
         if session.closed:
             raise ControlError("the session has ended")
         control = self.control(session)
+        resume = None
         if control.mode == STOPPED:  # a new prompt starts a stopped session again
-            control.mode = RUNNING
-        entry = self.core.swap_prompts(prompt, session_id=session.id)
-        self._hold(session)
-        return {"version": entry.version, "state": control.mode}
+            control.mode, resume = RUNNING, False
+        swap = self.core.swap_prompts(prompt, session_id=session.id, paused=resume)
+        return {"version": swap.version, "state": control.mode}
 
     async def update_resolution(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -221,28 +228,17 @@ class ControlHub:
 
     async def stop_prompts(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
         if session.session_prompt is not None and not session.closed:
-            self.core.swap_prompts(None, session_id=session.id)  # "stop" forgets it
+            # "stop" forgets the session's prompt and pauses, in one step
+            self.core.swap_prompts(None, session_id=session.id, paused=True)
         return self._set_mode(session, STOPPED)
 
-    # -- prompt state -----------------------------------------------------------------------
+    # -- prompt state: the core decides what runs; this only records the mode -------------
     def _set_mode(self, session: Session, mode: str) -> dict[str, Any]:
         control = self.control(session)
         control.mode = mode
-        if mode == RUNNING:
-            entry = session.session_prompt or self.core.prompts.for_channel(session.channel_id)
-            session.prompt_source = entry.source
-            session.processor.set_prompt(entry.prompt, entry.version)
-        self._hold(session)
+        self.core.set_paused(session, mode != RUNNING)  # also re-arms a benched prompt
         session.log(logging.INFO, "prompts %s by control message", mode)
         return {"state": mode}
-
-    def _hold(self, session: Session) -> None:
-        """Keep a paused/stopped session on passthrough (the version stays the recorded one)."""
-        control = self.controls.get(session.id)
-        if control is None or control.mode == RUNNING:
-            return
-        entry = session.session_prompt or self.core.prompts.for_channel(session.channel_id)
-        session.processor.set_prompt(None, entry.version)
 
 
 def describe_node(info: dict[str, Any]) -> dict[str, Any]:

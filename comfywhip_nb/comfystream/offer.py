@@ -8,118 +8,38 @@
   server's prompt (or ``?channelId=``'s), exactly as if sent to ``POST /prompt``.
 * ``POST /prompt``: ``POST /prompts`` with ComfyStream's body shapes; answers JSON.
 * ``setup_routes`` also serves the ``control`` data channel (``control.py``) on every new
-  ``offer`` and ``whip`` session, through ``WhipCore.listeners``.
+  ``offer`` and ``whip`` session, through the core's event bus.
 
 The README section "Coming from ComfyStream" is the user's guide.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import fractions
 import json
 import logging
-import time
 from typing import Any
 
-import av
 from aiohttp import web
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError
 
 from ..errors import BadRequest, UnsupportedMediaType
 from ..http.api_routes import post_prompts
 from ..http.bodies import read_body, validate_prompts
-from ..http.middleware import CORE_KEY, core_of
+from ..http.middleware import CORE_KEY, EGRESS_KEY, core_of
 from ..http.whip import extension_links
-from ..pipeline.egress import REFORMAT_LOCK
-from ..pipeline.processor import ProcessedFrame
+from ..pipeline.egress import Egress
+from ..rtc.lifecycle import SessionKind
 from ..rtc.offer_checks import OfferSummary, check_offer
 from ..rtc.sessions import Session
 from ..server_state import WhipCore
 from .control import ControlHub, SessionControl, parse_size
 
-__all__ = [
-    "HUB_KEY",
-    "ReturnVideoTrack",
-    "create_offer_session",
-    "private_copy",
-    "setup_routes",
-]
+__all__ = ["HUB_KEY", "create_offer_session", "setup_routes"]
 
 logger = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "text/plain")  # text/plain: what a no-cors fetch sends
-VIDEO_CLOCK = 90000
-TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
-
-
-def private_copy(frame: av.VideoFrame, size: tuple[int, int] | None) -> av.VideoFrame:
-    """A yuv420p copy we may re-stamp (processed frames are shared with previews and WHEP),
-    scaled to ``size`` when given; runs on an executor thread."""
-    width, height = size or (frame.width & ~1, frame.height & ~1)
-    # PyAV caches one converter per frame object: two threads converting the same shared
-    # frame at once corrupt it, so conversions of shared frames take egress's lock
-    with REFORMAT_LOCK:
-        out = frame.reformat(width=width, height=height, format="yuv420p")
-        if out is frame:  # PyAV hands back the same object when nothing changes
-            out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
-    return out
-
-
-class ReturnVideoTrack(MediaStreamTrack):
-    """The session's processed video for its own ``/offer`` peer; only the newest frame waits.
-
-    Not ``egress.ProcessedVideoTrack``: one peer per session gains nothing from a shared
-    encoder, aiortc's own one honours this peer's PLI and bitrate, and frames are scaled to the
-    control channel's size. Only frames actually sent are copied and scaled, on an executor
-    thread (the worker stays on prompts), and get a monotonic 90 kHz pts.
-    """
-
-    kind = "video"
-
-    def __init__(self, session: Session, control: SessionControl) -> None:
-        super().__init__()
-        self._loop = asyncio.get_running_loop()
-        self._control = control
-        self._session = session
-        self._latest: ProcessedFrame | None = None
-        self._ready = asyncio.Event()
-        self._t0 = time.monotonic()
-        self._last_pts = -1
-        session.frame_listeners.append(self._on_processed)
-        session.add_close_callback(lambda _s: self.stop())
-
-    def _on_processed(self, processed: ProcessedFrame) -> None:  # worker thread: hand over
-        with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
-            self._loop.call_soon_threadsafe(self._deliver, processed)
-
-    def _deliver(self, processed: ProcessedFrame) -> None:
-        self._latest = processed  # an unsent older frame is simply replaced
-        self._ready.set()
-
-    async def recv(self) -> av.VideoFrame:
-        while self.readyState == "live":
-            await self._ready.wait()
-            self._ready.clear()
-            processed, self._latest = self._latest, None
-            if processed is None:
-                continue
-            frame = await self._loop.run_in_executor(
-                None, private_copy, processed.frame, self._control.size
-            )
-            pts = max(self._last_pts + 1, round((time.monotonic() - self._t0) * VIDEO_CLOCK))
-            frame.pts, frame.time_base, self._last_pts = pts, TIME_BASE, pts
-            return frame
-        raise MediaStreamError
-
-    def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self._session.frame_listeners.remove(self._on_processed)
-        super().stop()
-        self._ready.set()
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -163,7 +83,8 @@ async def offer_endpoint(request: web.Request) -> web.Response:
     )
     channel = request.query.get("channelId") or None
     hub = request.app[HUB_KEY]
-    session, answer = await create_offer_session(core, hub, sdp, channel, size)
+    egress = request.app[EGRESS_KEY]
+    session, answer = await create_offer_session(core, hub, egress, sdp, channel, size)
     if prompt is not None:  # ComfyStream semantics: the prompt of the server (or channel)
         core.swap_prompts(prompt, channel=channel)
     response = web.json_response({"sdp": answer, "type": "answer", "session_id": session.id})
@@ -186,11 +107,17 @@ def _wants_back(summary: OfferSummary, kind: str) -> bool:
 async def create_offer_session(
     core: WhipCore,
     hub: ControlHub,
+    egress: Egress,
     sdp: str,
     channel: str | None,
     size: tuple[int, int] | None,
 ) -> tuple[Session, str]:
-    """``core.create_session`` whose ``track`` handler also adds the tracks sent back."""
+    """``core.create_session`` whose ``track`` handler also adds the tracks sent back.
+
+    The processed video goes back on ``egress``'s track with aiortc's per-peer encoder (one
+    peer gains nothing from a shared encoder; aiortc's honours this peer's PLI and bitrate),
+    scaled to the control channel's size.
+    """
     summary = check_offer(sdp)  # which media the peer wants back
     control = SessionControl(size=size)
     made: list[str] = []
@@ -202,16 +129,20 @@ async def create_offer_session(
             session.attach_track(track)
             if _wants_back(summary, "video"):
                 control.sends_video = True
-                session.pc.addTrack(ReturnVideoTrack(session, control))
+                session.send(
+                    egress.viewer_track(
+                        session.pc, session=session, shared=False, size=lambda: control.size
+                    )
+                )
         else:  # one reader, two consumers: the session's counter and the way back
             relay = MediaRelay()
             session.attach_track(relay.subscribe(track))
             if _wants_back(summary, "audio"):
-                session.pc.addTrack(relay.subscribe(track))
+                session.send(relay.subscribe(track))
 
     try:
         session, answer, _ = await core.create_session(
-            sdp, channel_id=channel, kind="offer", on_track=on_track
+            sdp, channel_id=channel, kind=SessionKind.OFFER, on_track=on_track
         )
     except Exception:
         for session_id in made:
@@ -226,8 +157,6 @@ HUB_KEY: web.AppKey[ControlHub] = web.AppKey("control_hub", ControlHub)
 def setup_routes(app: web.Application) -> None:
     """Add /offer and /prompt, and serve ``control`` channels on every new session."""
     core = app[CORE_KEY]
-    hub = ControlHub(core)
-    app[HUB_KEY] = hub
-    core.listeners.append(hub.on_session_event)
+    app[HUB_KEY] = ControlHub(core)  # subscribes to the core's session events
     app.router.add_post("/offer", offer_endpoint, name="comfystream-offer")
     app.router.add_post("/prompt", prompt_endpoint, name="comfystream-prompt")

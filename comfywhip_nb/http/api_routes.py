@@ -104,7 +104,7 @@ async def prompts_endpoint(request: web.Request) -> web.Response:
             session = core.sessions.get(session_id)
             if session is None:
                 raise NotFound(f"no session {session_id[:64]!r}")
-            entry = session.session_prompt or core.prompts.for_channel(session.channel_id)
+            entry = core.prompt_entry(session)
         graphs = entry.prompt.graphs if entry.prompt is not None else None
         return web.json_response(
             {
@@ -139,11 +139,17 @@ async def post_prompts(
     else:
         prompt = await validate_prompts(data, core.config.warmup)
     try:
-        entry = core.swap_prompts(prompt, channel=channel, session_id=session_id)
+        swap = core.swap_prompts(prompt, channel=channel, session_id=session_id)
     except KeyError:
         raise NotFound(f"no session {session_id!r}") from None
     return web.json_response(
-        {"ok": True, "channel_id": channel, "session_id": session_id, "version": entry.version}
+        {
+            "ok": True,
+            "channel_id": channel,
+            "session_id": session_id,
+            "version": swap.version,
+            "not_following": list(swap.not_following),
+        }
     )
 
 

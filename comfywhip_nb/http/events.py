@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import NotFound
+from ..rtc.lifecycle import SessionEvent, SessionEventType, SessionKind, Subscription
 from ..rtc.sessions import Session
 from ..server_state import WhipCore
 from .middleware import CORE_KEY, add_cors, core_of, options_response
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 MAX_PENDING = 32
 STATS_INTERVAL_S = 1.0
-WHIP_KINDS = ("whip", "offer")
 
 
 def format_event(event: str, data: dict[str, Any], event_id: int) -> bytes:
@@ -86,20 +86,17 @@ class EventFeed:
 
 
 class EventHub:
-    """Feeds per session id, fed by ``core.listeners`` and a once-a-second ticker."""
+    """Feeds per session id, fed by the core's event bus and a once-a-second ticker."""
 
     def __init__(self, core: WhipCore) -> None:
         self.core = core
         self.feeds: dict[str, set[EventFeed]] = {}
-        self._watched: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self.subscription: Subscription | None = None
 
     def subscribe(self, session: Session) -> EventFeed:
         feed = EventFeed()
         self.feeds.setdefault(session.id, set()).add(feed)
-        if session.id not in self._watched:  # WHEP sessions do not report states to the core
-            self._watched.add(session.id)
-            session.pc.on("connectionstatechange", lambda: self._push_state(session))
         self._push_state(session, {feed})
         self._sample(session, {feed}, initial=True)
         if self._ticker is None or self._ticker.done():
@@ -113,14 +110,18 @@ class EventHub:
             if not feeds:
                 del self.feeds[session_id]
 
-    def on_session_event(self, event: str, session: Session) -> None:
-        """``core.listeners`` callback (loop thread)."""
-        if event == "closed":
-            self._watched.discard(session.id)
+    def on_session_event(self, event: SessionEvent) -> None:
+        """The core's event bus (loop thread)."""
+        session = event.session
+        if event.type is SessionEventType.CLOSED:
             for feed in self.feeds.pop(session.id, set()):
                 self._push_state(session, {feed}, "closed")
                 feed.end()
-        elif event == "prompt" and self.feeds.get(session.id):
+        elif not self.feeds.get(session.id):
+            return
+        elif event.type is SessionEventType.STATE:
+            self._push_state(session)
+        elif event.type is SessionEventType.PROMPT:
             self._sample(session, self.feeds[session.id], stats=False)
 
     def _push_state(
@@ -172,6 +173,8 @@ class EventHub:
                         logger.exception("WHIP: %s event sampling failed", session_id[:8])
 
     async def close(self) -> None:
+        if self.subscription is not None:
+            self.subscription.cancel()
         for feeds in self.feeds.values():
             for feed in feeds:
                 feed.end()
@@ -192,12 +195,7 @@ async def events_endpoint(request: web.Request) -> web.StreamResponse:
         return options_response(request, ("GET", "OPTIONS"))
     whep = "channel" in request.match_info
     session = core.sessions.get(session_id)
-    if (
-        session is None
-        or session.closed
-        or (session.kind == "whep") != whep
-        or (not whep and session.kind not in WHIP_KINDS)
-    ):
+    if session is None or session.closed or (session.kind is SessionKind.WHEP) != whep:
         raise NotFound(f"no {'WHEP' if whep else 'WHIP'} session {session_id[:64]!r}")
     response = web.StreamResponse(
         headers={
@@ -234,8 +232,8 @@ def setup_routes(app: web.Application) -> None:
     """Serve ``/whip/{id}/events``; its name makes ``whip.py`` advertise it on the 201."""
     core = app[CORE_KEY]
     hub = EventHub(core)
+    hub.subscription = core.events.subscribe(hub.on_session_event)
     app[EVENTS_KEY] = hub
-    core.listeners.append(hub.on_session_event)
 
     async def _close(_app: web.Application) -> None:
         await hub.close()

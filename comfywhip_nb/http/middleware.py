@@ -26,15 +26,17 @@ from ..errors import (
     Unauthorized,
     WhipError,
 )
+from ..pipeline.egress import Egress
 from ..rtc.ice import format_link_header
 from ..server_state import WhipCore
 from .ratelimit import RateLimiter
 
-__all__ = ["CORE_KEY", "add_cors", "core_of", "middlewares", "options_response"]
+__all__ = ["CORE_KEY", "EGRESS_KEY", "add_cors", "core_of", "middlewares", "options_response"]
 
 logger = logging.getLogger(__name__)
 
 CORE_KEY: web.AppKey[WhipCore] = web.AppKey("whip_core", WhipCore)
+EGRESS_KEY: web.AppKey[Egress] = web.AppKey("egress", Egress)
 EXPOSE = "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After, WWW-Authenticate"
 ALLOW_HEADERS = "Authorization, Content-Type, If-Match"
 GENERIC_METHODS = ("GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS")

@@ -17,23 +17,19 @@ are encoded once per frame per codec for all viewers of a channel).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.exceptions import OperationError
-from aiortc.sdp import SessionDescription
 
-from ..errors import BadRequest, MethodNotAllowed, NotFound, TooManySessions, UnprocessableOffer
-from ..pipeline.egress import PUBLISHER_KINDS, ProcessedVideoTrack, viewer_track
+from ..errors import MethodNotAllowed, NotFound
+from ..pipeline.egress import Egress, ProcessedVideoTrack
 from ..rtc.ice import format_link_header
+from ..rtc.lifecycle import SessionKind
+from ..rtc.offer_checks import check_viewer_offer
 from ..rtc.sessions import Session
-from ..server_state import DEFAULT_CHANNEL, WhipCore
+from ..server_state import DEFAULT_CHANNEL
 from .bodies import read_body
-from .middleware import core_of, options_response
+from .middleware import EGRESS_KEY, core_of, options_response
 from .whip import SDP, SDPFRAG, patch_session, require_content_type, resource_url
 
 __all__ = ["check_viewer_offer", "setup_routes"]
@@ -42,37 +38,6 @@ logger = logging.getLogger(__name__)
 
 ENDPOINT_METHODS = ("POST", "OPTIONS", "GET", "HEAD")
 RESOURCE_METHODS = ("PATCH", "DELETE", "OPTIONS", "GET", "HEAD")
-_CLOSING: set[asyncio.Future[bool]] = set()
-
-
-def check_viewer_offer(sdp: str) -> tuple[str | None, str | None]:
-    """ICE ufrag/pwd of a usable viewer offer, or 400 (not SDP) / 422 (nothing to receive)."""
-    if not sdp.strip() or not sdp.lstrip().startswith("v="):
-        raise BadRequest("empty or malformed SDP offer: it must start with 'v=0'")
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # aiortc's parser asserts on hostile input
-        raise BadRequest(f"malformed SDP offer: {type(exc).__name__}: {exc}") from None
-    mids = {m.rtp.muxId for m in parsed.media}
-    for group in parsed.group:  # e.g. an m= line lost in transit: aiortc would trip on it
-        missing = [item for item in group.items if item not in mids]
-        if missing:
-            raise BadRequest(
-                f"malformed SDP offer: {group.semantic} names mid {missing[0]!r}, "
-                "which no media section has"
-            )
-    video = [m for m in parsed.media if m.kind == "video"]
-    if len(video) != 1:
-        raise UnprocessableOffer(
-            f"a WHEP offer needs exactly one video section, got {len(video)}; this server "
-            "sends processed video only"
-        )
-    if video[0].direction not in ("recvonly", "sendrecv", None):
-        raise UnprocessableOffer(
-            f"the video section is {video[0].direction}; a WHEP viewer offers recvonly"
-        )
-    ice = video[0].ice
-    return (ice.usernameFragment, ice.password) if ice is not None else (None, None)
 
 
 async def whep_endpoint(request: web.Request) -> web.StreamResponse:
@@ -88,57 +53,35 @@ async def whep_endpoint(request: web.Request) -> web.StreamResponse:
 
 async def post_viewer(request: web.Request) -> web.Response:
     core = core_of(request)
+    egress = request.app[EGRESS_KEY]
     require_content_type(request, SDP)
     sdp = await read_body(request, core.config.max_sdp_bytes)
-    ufrag, pwd = check_viewer_offer(sdp)
-    if len(core.sessions) >= core.config.max_sessions:
-        raise TooManySessions(core.config.max_sessions)
+    check_viewer_offer(sdp)  # 400/422 before a session is looked up (the core checks again)
     target = request.match_info.get("channel") or DEFAULT_CHANNEL
     source = core.sessions.get(target)
-    if source is not None and source.kind not in PUBLISHER_KINDS:
+    if source is not None and not source.kind.publishes:
         source = None  # a viewer id is not something to watch; read it as a channel name
     channel = source.channel_id if source is not None else target
 
-    pc = RTCPeerConnection(core.rtc_configuration())
-    session = Session(
-        pc,
-        channel_id=channel,
-        kind="whep",
-        remote_ufrag=ufrag,
-        remote_pwd=pwd,
-        frame_timeout=core.config.frame_timeout,
-    )
-    session.has_video = True
-    track: ProcessedVideoTrack | None = None
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    def add_track(session: Session) -> None:
         if source is not None:
-            track = viewer_track(core, pc, session=source)
+            track = egress.viewer_track(session.pc, session=source)
         else:
-            track = viewer_track(core, pc, channel_id=channel)
-        pc.addTrack(track)  # takes the offered recvonly transceiver: the answer is sendonly
-        await pc.setLocalDescription(await pc.createAnswer())
-    except Exception as exc:
-        if track is not None:
-            track.stop()
-        with contextlib.suppress(Exception):  # aiortc's close() can trip on a half-set-up pc
-            await pc.close()
-        if isinstance(exc, OperationError):
-            raise UnprocessableOffer(
-                f"no common video codec: this server sends VP8 or H264 ({exc})"
-            ) from exc
-        raise BadRequest(f"could not process the SDP offer: {type(exc).__name__}: {exc}") from exc
+            track = egress.viewer_track(session.pc, channel_id=channel)
+        session.send(track)  # takes the offered recvonly transceiver: the answer is sendonly
+        _close_with_source(egress, session, track)
 
-    core.sessions.add(session)
-    _watch(core, session, track)
+    session, answer, _ = await core.create_session(
+        sdp, channel_id=channel, kind=SessionKind.WHEP, prepare=add_track
+    )
     session.log(
         logging.INFO,
         "WHEP viewer of %s %s (codec %s)",
         "session" if source is not None else "channel",
         source.id[:8] if source is not None else channel,
-        _answer_codec(pc),
+        _answer_codec(answer),
     )
-    response = web.Response(status=201, text=pc.localDescription.sdp, content_type=SDP)
+    response = web.Response(status=201, text=answer, content_type=SDP)
     response.headers["Location"] = resource_url(request, f"/whep/{channel}/{session.id}")
     response.headers["ETag"] = session.etag
     response.headers["Accept-Patch"] = SDPFRAG
@@ -147,35 +90,23 @@ async def post_viewer(request: web.Request) -> web.Response:
     return response
 
 
-def _answer_codec(pc: RTCPeerConnection) -> str:
-    for line in pc.localDescription.sdp.splitlines():
+def _answer_codec(answer: str) -> str:
+    for line in answer.splitlines():
         if line.startswith("a=rtpmap:"):
             return line.split()[1].split("/")[0]
     return "?"
 
 
-def _watch(core: WhipCore, session: Session, track: ProcessedVideoTrack) -> None:
-    """Remove the viewer when ICE fails or closes, or when the session it watches ends (one
-    that never connects is removed by the core's reaper after ``connect_timeout``)."""
-    pc = session.pc
+def _close_with_source(egress: Egress, session: Session, track: ProcessedVideoTrack) -> None:
+    """Remove the viewer when the session it watches ends (ICE failure and close, and a
+    viewer that never connects, are handled by the core like for every session)."""
+    core, session_id = egress.core, session.id
 
-    def close(reason: str) -> None:
-        if not session.closed:
-            task = asyncio.ensure_future(core.close_session(session.id, reason))
-            _CLOSING.add(task)  # keep a reference until done (asyncio holds only weak ones)
-            task.add_done_callback(_CLOSING.discard)
+    def on_ended() -> None:
+        if track.source_ended:
+            core.close_session_soon(session_id, "the watched session ended")
 
-    @pc.on("connectionstatechange")
-    def _on_state() -> None:
-        state = pc.connectionState
-        session.log(logging.INFO, "connection state is: %s", state)
-        if state == "connected" and session.connected_at is None:
-            session.connected_at = time.monotonic()
-        if state in ("failed", "closed"):
-            close(f"ICE {state}")
-
-    session.add_close_callback(lambda _s: track.stop())
-    track.on("ended", lambda: close("the watched session ended") if track.source_ended else None)
+    track.on("ended", on_ended)
 
 
 async def whep_resource(request: web.Request) -> web.StreamResponse:
@@ -183,7 +114,7 @@ async def whep_resource(request: web.Request) -> web.StreamResponse:
     method = request.method
     session_id = request.match_info["id"]
     session = core.sessions.get(session_id)
-    known = session is not None and session.kind == "whep"
+    known = session is not None and session.kind is SessionKind.WHEP
     if method == "OPTIONS":
         if not known and "Access-Control-Request-Method" not in request.headers:
             raise NotFound(f"no WHEP session {session_id[:64]!r}")

@@ -29,6 +29,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..rtc.ice import format_link_header, parse_sdpfrag
+from ..rtc.lifecycle import SessionKind
 from .bodies import read_body, validate_prompts
 from .middleware import core_of, is_preflight, options_response
 
@@ -118,7 +119,7 @@ async def whip_resource(request: web.Request) -> web.StreamResponse:
     if method not in RESOURCE_METHODS:
         raise MethodNotAllowed(method, RESOURCE_METHODS)
     session = core.sessions.get(session_id)
-    if session is None or session.kind != "whip":
+    if session is None or session.kind is not SessionKind.WHIP:
         raise NotFound(f"no WHIP session {session_id[:64]!r}")
     if method == "DELETE":
         await core.close_session(session_id, "DELETE by client")

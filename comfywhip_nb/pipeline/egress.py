@@ -1,9 +1,10 @@
-"""Processed video going back out over WebRTC (WHEP viewers and the sendrecv echo option).
+"""Processed video going back out over WebRTC: WHEP viewers, the sendrecv echo option and
+ComfyStream ``/offer``'s return video all use ``ProcessedVideoTrack``.
 
 Flow (one ``Feed`` per watched channel or session, shared by all its viewers)::
 
-    Session.processor worker thread --frame_listeners--> loop.call_soon_threadsafe
-      --> Feed._on_frame (event loop) --> SharedEncoder per negotiated codec: encodes the
+    Session.processor worker thread --Session.subscribe_frames (one call_soon_threadsafe)-->
+      Feed._on_frame (event loop) --> SharedEncoder per negotiated codec: encodes the
           newest frame on an executor thread, one in flight, a newer frame replaces a waiting
           one --> the same av.Packet to every ProcessedVideoTrack of that codec
       --> each viewer's RTCRtpSender only packetizes it.
@@ -24,24 +25,28 @@ libvpx/libx264 context per codec and feed serves every viewer. What sharing cost
 about 5 ms CPU per 640x480 frame, vs 0.01 ms to packetize; ``benchmarks/whep_viewers.py``).
 It is also the fallback for a codec the shared encoder does not know.
 
-Timestamps: pts are re-stamped from a monotonic clock in 1/90000, so a new publisher (whose
-pts restart) or a paused one never makes RTP time go backwards.
+Timestamps: pts are re-stamped from a monotonic clock in 1/90000 (``PtsClock``), so a new
+publisher (whose pts restart) or a paused one never makes RTP time go backwards.
 
 Following: a channel feed watches the channel's newest live publisher (``whip``/``offer``)
-session through ``WhipCore.listeners``; when it leaves, the next newest takes over, and with
+session through the core's event bus; when it leaves, the next newest takes over, and with
 none the viewers wait (their senders simply send nothing) until one arrives. A session feed
-ends with its session. Frame listeners are detached when a feed switches or closes.
+ends with its session. Frame subscriptions end when a feed switches or closes, and a feed
+forgets the frame of a source that left.
+
+Per server: ``Egress`` holds the feeds of one ``WhipCore`` and attaches the echo when a
+``sendrecv`` WHIP offer arrives (an ``OFFERED`` event); ``ServerConfig.shared_encoding``
+chooses the encoder path for new viewers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import logging
 import threading
 import time
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,41 +55,64 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
+from ..rtc.lifecycle import SessionEvent, SessionEventType, SessionKind, Subscription
 from .processor import ProcessedFrame
 
 if TYPE_CHECKING:
     from ..rtc.sessions import Session
     from ..server_state import WhipCore
 
-__all__ = ["Feed", "ProcessedVideoTrack", "SharedEncoder", "attach_echo", "viewer_track"]
+__all__ = [
+    "Egress",
+    "Feed",
+    "ProcessedVideoTrack",
+    "PtsClock",
+    "SharedEncoder",
+    "private_yuv",
+]
 
 logger = logging.getLogger(__name__)
 
-PUBLISHER_KINDS = ("whip", "offer")
 VIDEO_CLOCK = 90000
 TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 KEYFRAME_INTERVAL_S = 2.0
 DEFAULT_BITRATE = 1_000_000
 SHARED_CODECS = ("vp8", "h264")
-SHARED_ENCODING = True
-"""Default for new viewers; False makes aiortc encode per viewer (benchmarks compare both)."""
-
 
 REFORMAT_LOCK = threading.Lock()
+"""PyAV caches one swscale context per frame object; see ``private_yuv``. A lock, not
+mutable state: every thread converting a shared frame must take the same one."""
+
+SizeGetter = Callable[[], "tuple[int, int] | None"]
 
 
-def _private_yuv(frame: av.VideoFrame) -> av.VideoFrame:
-    """A yuv420p copy we may stamp: processed frames are shared (and may be the input).
+def private_yuv(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> av.VideoFrame:
+    """A yuv420p copy we may stamp (processed frames are shared, and may be the input),
+    scaled to ``size`` when given; runs on an executor thread.
 
     PyAV caches one swscale context per frame object (``VideoFrame.reformatter``), so two
     threads converting the same frame at once corrupt it or hang (seen with two per-viewer
     encoders); the lock serialises conversions, which are short next to an encode.
     """
+    width, height = size or (frame.width & ~1, frame.height & ~1)
     with REFORMAT_LOCK:
-        out = frame.reformat(width=frame.width & ~1, height=frame.height & ~1, format="yuv420p")
+        out = frame.reformat(width=width, height=height, format="yuv420p")
         if out is frame:  # PyAV returns the same object when nothing changes
             out = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
     return out
+
+
+class PtsClock:
+    """Strictly increasing 90 kHz pts from a monotonic clock started at creation."""
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+        self._last = -1
+
+    def next(self) -> int:
+        pts = max(self._last + 1, round((time.monotonic() - self._t0) * VIDEO_CLOCK))
+        self._last = pts
+        return pts
 
 
 @dataclass(frozen=True)
@@ -135,7 +163,7 @@ class SharedEncoder:
 
     def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> EncodedFrame | None:
         started = time.perf_counter()
-        yuv = _private_yuv(frame)
+        yuv = private_yuv(frame)
         if self._ctx is None or (yuv.width, yuv.height) != self._size:
             self._ctx, keyframe = self._open(yuv.width, yuv.height), True
             self._size = (yuv.width, yuv.height)
@@ -159,24 +187,28 @@ class Feed:
 
     def __init__(
         self,
-        core: WhipCore,
+        egress: Egress,
         *,
         channel_id: str | None = None,
         session: Session | None = None,
         bitrate: int = DEFAULT_BITRATE,
     ) -> None:
-        self.core, self.channel_id, self.fixed, self.bitrate = core, channel_id, session, bitrate
-        self.key = ("session", session.id) if session is not None else ("channel", channel_id)
+        self.egress, self.channel_id, self.fixed, self.bitrate = (
+            egress,
+            channel_id,
+            session,
+            bitrate,
+        )
+        self.key = feed_key(channel_id, session)
         self.loop = asyncio.get_running_loop()
         self.source: Session | None = None
         self.latest: ProcessedFrame | None = None
         self.tracks: set[ProcessedVideoTrack] = set()
         self.encoders: dict[str, SharedEncoder] = {}
         self.closed = False
-        self._listener: Any = None
-        self._t0 = time.monotonic()
-        self._last_pts = -1
-        core.listeners.append(self._on_event)
+        self._cancel_frames: Callable[[], None] | None = None
+        self.clock = PtsClock()
+        self._events: Subscription = egress.core.events.subscribe(self._on_event, session=session)
         self._follow(self._pick())
 
     # -- following the source -------------------------------------------------------------
@@ -185,58 +217,45 @@ class Feed:
             return None if self.fixed.closed else self.fixed
         live = [
             s
-            for s in self.core.sessions.values()
-            if s.kind in PUBLISHER_KINDS and s.channel_id == self.channel_id and not s.closed
+            for s in self.egress.core.sessions.values()
+            if s.kind.publishes and s.channel_id == self.channel_id and not s.closed
         ]
         return max(live, key=lambda s: s.created_mono) if live else None
 
-    def _on_event(self, event: str, session: Session) -> None:
-        if self.closed or event not in ("created", "closed"):
+    def _on_event(self, event: SessionEvent) -> None:
+        if self.closed or event.type not in (SessionEventType.CREATED, SessionEventType.CLOSED):
             return
+        session = event.session
         if self.fixed is not None:
-            if session is self.fixed and event == "closed":
+            if event.type is SessionEventType.CLOSED:
                 self.end()
-        elif session.kind in PUBLISHER_KINDS and session.channel_id == self.channel_id:
+        elif session.kind.publishes and session.channel_id == self.channel_id:
             self._follow(self._pick())
 
     def _follow(self, session: Session | None) -> None:
         if session is self.source:
             return
         self._detach()
-        self.source = session
+        self.source, self.latest = session, None  # never keep an ended source's frame
         if session is None:
             return
-        loop = self.loop
-
-        def listener(processed: ProcessedFrame) -> None:  # worker thread: hand over only
-            with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
-                loop.call_soon_threadsafe(self._on_frame, session, processed)
-
-        self._listener = listener
-        session.frame_listeners.append(listener)
+        self._cancel_frames = session.subscribe_frames(self._on_frame)
         logger.info("WHIP: egress %s:%s follows session %s", *self.key, session.id[:8])
         for encoder in self.encoders.values():
             encoder.force_keyframe = True
         latest = session.processor.latest()
         if latest is not None:
-            self._on_frame(session, latest)
+            self._on_frame(latest)
 
     def _detach(self) -> None:
-        if self.source is not None and self._listener is not None:
-            with contextlib.suppress(ValueError):
-                self.source.frame_listeners.remove(self._listener)
-        self._listener = None
+        cancel, self._cancel_frames = self._cancel_frames, None
+        if cancel is not None:
+            cancel()
 
     # -- frames ---------------------------------------------------------------------------
-    def next_pts(self) -> int:
-        """Monotonic 90 kHz pts from the feed's own clock (strictly increasing)."""
-        pts = max(self._last_pts + 1, round((time.monotonic() - self._t0) * VIDEO_CLOCK))
-        self._last_pts = pts
-        return pts
-
-    def _on_frame(self, session: Session, processed: ProcessedFrame) -> None:
-        if self.closed or session is not self.source:
-            return  # a frame from a source we already left
+    def _on_frame(self, processed: ProcessedFrame) -> None:
+        if self.closed:
+            return
         self.latest = processed
         for track in list(self.tracks):
             if track.subscribed and track.codec is None:
@@ -260,12 +279,14 @@ class Feed:
                 encoder.force_keyframe = False
                 try:
                     encoded = await self.loop.run_in_executor(
-                        None, encoder.encode, processed.frame, self.next_pts(), keyframe
+                        None, encoder.encode, processed.frame, self.clock.next(), keyframe
                     )
                 except Exception:
                     logger.exception("WHIP: egress %s encoder failed", encoder.codec)
                     encoder.force_keyframe = True
                     continue
+                finally:
+                    del processed
                 if encoded is None:
                     continue
                 if encoded.keyframe:
@@ -275,6 +296,7 @@ class Feed:
                         track.offer_packet(encoded)
         finally:
             encoder.task = None
+            encoder.pending = None
 
     def request_keyframe(self, codec: str) -> None:
         encoder = self.encoders.get(codec)
@@ -315,27 +337,76 @@ class Feed:
             return
         self.closed = True
         self._detach()
-        self.source = self.latest = None
-        with contextlib.suppress(ValueError):
-            self.core.listeners.remove(self._on_event)
-        feeds = _FEEDS.get(self.core)
-        if feeds is not None and feeds.get(self.key) is self:
-            del feeds[self.key]
+        self._events.cancel()
+        self.source = self.latest = self.fixed = None
+        for encoder in self.encoders.values():
+            encoder.pending = None
+        self.egress.forget(self)
 
 
-_FEEDS: weakref.WeakKeyDictionary[Any, dict[tuple[str, Any], Feed]] = weakref.WeakKeyDictionary()
+def feed_key(channel_id: str | None, session: Session | None) -> tuple[str, Any]:
+    return ("session", session.id) if session is not None else ("channel", channel_id)
 
 
-def get_feed(
-    core: WhipCore, *, channel_id: str | None = None, session: Session | None = None
-) -> Feed:
-    """The live feed for a channel or a session, created on first use."""
-    feeds = _FEEDS.setdefault(core, {})
-    key = ("session", session.id) if session is not None else ("channel", channel_id)
-    feed = feeds.get(key)
-    if feed is None or feed.closed:
-        feed = feeds[key] = Feed(core, channel_id=channel_id, session=session)
-    return feed
+class Egress:
+    """The feeds of one server, and the echo of ``sendrecv`` WHIP offers (loop thread)."""
+
+    def __init__(self, core: WhipCore) -> None:
+        self.core = core
+        self.feeds: dict[tuple[str, Any], Feed] = {}
+        self._events = core.events.subscribe(self._on_event)
+
+    def feed(self, *, channel_id: str | None = None, session: Session | None = None) -> Feed:
+        """The live feed for a channel or a session, created on first use."""
+        key = feed_key(channel_id, session)
+        feed = self.feeds.get(key)
+        if feed is None or feed.closed:
+            feed = self.feeds[key] = Feed(self, channel_id=channel_id, session=session)
+        return feed
+
+    def forget(self, feed: Feed) -> None:
+        if self.feeds.get(feed.key) is feed:
+            del self.feeds[feed.key]
+
+    def viewer_track(
+        self,
+        pc: RTCPeerConnection,
+        *,
+        channel_id: str | None = None,
+        session: Session | None = None,
+        shared: bool | None = None,
+        size: SizeGetter | None = None,
+    ) -> ProcessedVideoTrack:
+        """A track for ``pc`` following a channel's newest publisher or one session."""
+        if (channel_id is None) == (session is None):
+            raise ValueError("give exactly one of channel_id and session")
+        shared = self.core.config.shared_encoding if shared is None else shared
+        feed = self.feed(channel_id=channel_id, session=session)
+        return ProcessedVideoTrack(feed, pc, shared, size)
+
+    def _on_event(self, event: SessionEvent) -> None:
+        if event.type is SessionEventType.OFFERED:
+            self._maybe_echo(event.session)
+
+    def _maybe_echo(self, session: Session) -> None:
+        """Send ``session`` its own processed video: the video transceiver of a sendrecv WHIP
+        offer becomes sendrecv (runs between setRemoteDescription and createAnswer)."""
+        offer = session.offer
+        if (
+            session.kind is not SessionKind.WHIP
+            or not self.core.config.echo_processed
+            or offer is None
+            or not offer.wants_media_back
+            or not any(t.kind == "video" for t in session.pc.getTransceivers())
+        ):
+            return
+        session.send(self.viewer_track(session.pc, session=session))
+        session.log(logging.INFO, "echoing processed video back (sendrecv offer)")
+
+    def close(self) -> None:
+        self._events.cancel()
+        for feed in list(self.feeds.values()):
+            feed.close()
 
 
 def negotiated_codec(pc: RTCPeerConnection, track: MediaStreamTrack) -> str | None:
@@ -355,13 +426,25 @@ def negotiated_codec(pc: RTCPeerConnection, track: MediaStreamTrack) -> str | No
 
 
 class ProcessedVideoTrack(MediaStreamTrack):
-    """A video track carrying a feed's newest processed frames, for one peer connection."""
+    """A video track carrying a feed's newest processed frames, for one peer connection.
+
+    With a shared encoder (``codec`` set at the first ``recv``) it returns the feed's
+    ``av.Packet``s; otherwise aiortc encodes the frames it returns, for this peer alone (its
+    own bitrate and PLI), scaled to ``size()`` when that gives a size (``/offer``'s
+    ``update_resolution``). Frames are copied only when actually sent.
+    """
 
     kind = "video"
 
-    def __init__(self, feed: Feed, pc: RTCPeerConnection | None = None, shared: bool = True):
+    def __init__(
+        self,
+        feed: Feed,
+        pc: RTCPeerConnection | None = None,
+        shared: bool = True,
+        size: SizeGetter | None = None,
+    ):
         super().__init__()
-        self.feed, self.pc, self.shared = feed, pc, shared
+        self.feed, self.pc, self.shared, self.size = feed, pc, shared, size
         self.codec: str | None = None
         """Codec of the shared encoder (``vp8``/``h264``), or None: aiortc encodes frames."""
         self.subscribed = False
@@ -373,16 +456,9 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self._slot: ProcessedFrame | EncodedFrame | None = None
         self._wake = asyncio.Event()
         self._need_keyframe = True
-        self._t0 = time.monotonic()
-        self._last_pts = -1
+        self._clock = PtsClock()
         feed.tracks.add(self)
-        if pc is not None:  # stop with the connection even if it never sent anything
-            pc.on("connectionstatechange", self._on_pc_state)
         if feed.closed or (feed.fixed is not None and feed.fixed.closed):
-            self.stop()
-
-    def _on_pc_state(self) -> None:
-        if self.pc is not None and self.pc.connectionState in ("closed", "failed"):
             self.stop()
 
     def offer_frame(self, processed: ProcessedFrame) -> None:
@@ -406,6 +482,7 @@ class ProcessedVideoTrack(MediaStreamTrack):
             if self.shared and self.pc is not None:
                 codec = negotiated_codec(self.pc, self)
                 self.codec = codec if codec in SHARED_CODECS else None
+            self.pc = None  # the connection holds this track: no reference back
             self.feed.subscribe(self)
         while True:
             if self.readyState != "live":
@@ -418,39 +495,18 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self.frames_sent += 1
         if isinstance(item, EncodedFrame):
             return item.packet
-        frame = await asyncio.get_running_loop().run_in_executor(None, _private_yuv, item.frame)
-        pts = max(self._last_pts + 1, round((time.monotonic() - self._t0) * VIDEO_CLOCK))
-        frame.pts, frame.time_base, self._last_pts = pts, TIME_BASE, pts
+        size = self.size() if self.size is not None else None
+        frame = await asyncio.get_running_loop().run_in_executor(
+            None, private_yuv, item.frame, size
+        )
+        frame.pts, frame.time_base = self._clock.next(), TIME_BASE
         return frame
 
     def stop(self) -> None:
-        super().stop()
+        if self.readyState == "ended":
+            return
+        super().stop()  # emits "ended"
         self._wake.set()
+        self._slot = self.pc = self.size = None
         self.feed.remove_track(self)
-
-
-def viewer_track(
-    core: WhipCore,
-    pc: RTCPeerConnection,
-    *,
-    channel_id: str | None = None,
-    session: Session | None = None,
-    shared: bool | None = None,
-) -> ProcessedVideoTrack:
-    """A track for ``pc`` following a channel's newest publisher or one session."""
-    if (channel_id is None) == (session is None):
-        raise ValueError("give exactly one of channel_id and session")
-    shared = SHARED_ENCODING if shared is None else shared
-    return ProcessedVideoTrack(get_feed(core, channel_id=channel_id, session=session), pc, shared)
-
-
-def attach_echo(core: WhipCore, session: Session) -> ProcessedVideoTrack | None:
-    """Send ``session`` its own processed video (call after setRemoteDescription of a
-    sendrecv offer, before createAnswer); the video transceiver becomes sendrecv."""
-    if not any(t.kind == "video" for t in session.pc.getTransceivers()):
-        return None
-    track = viewer_track(core, session.pc, session=session)
-    session.pc.addTrack(track)  # reuses the offered video transceiver (recvonly -> sendrecv)
-    session.add_close_callback(lambda _session: track.stop())
-    session.log(logging.INFO, "echoing processed video back (sendrecv offer)")
-    return track
+        self.remove_all_listeners()

@@ -337,6 +337,17 @@ class FrameProcessor:
                 if thread.is_alive():
                     logger.warning("%s %s still running after stop", self._tag, thread.name)
 
+    def release(self) -> None:
+        """After ``stop``: drop the frames, the prompt and the callback this processor holds,
+        so a closed session's tensors and frames are freed at once (GPU memory included)."""
+        with self._lock:
+            self._latest = None
+            self._mailbox = None
+            self._prompt = None
+            self._on_processed = None
+            self._thread = None
+        self._last_good = None
+
     def submit(self, frame: av.VideoFrame) -> None:
         """Put ``frame`` in the mailbox (event loop; O(1), never blocks, no torch)."""
         now = time.monotonic()
@@ -450,9 +461,10 @@ class FrameProcessor:
             self._latest = processed
             self._meter.on_output(now, now - received_at, timings, prompt)
             self._done.notify_all()
-        if self._on_processed is not None:
+        on_processed = self._on_processed
+        if on_processed is not None:
             try:
-                self._on_processed(processed)
+                on_processed(processed)
             except Exception:
                 self._callback_errors += 1
                 if self._callback_errors in (1, 10, 100) or self._callback_errors % 1000 == 0:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import BadRequest, UnprocessableOffer
 
-__all__ = ["MediaSection", "OfferSummary", "check_offer"]
+__all__ = ["MediaSection", "OfferSummary", "check_offer", "check_viewer_offer"]
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -160,4 +160,48 @@ def check_offer(sdp: str, *, allow_sendrecv: bool = True) -> OfferSummary:
         ice_ufrag=first["ufrag"] or session_ufrag,
         ice_pwd=first["pwd"] or session_pwd,
         candidate_count=candidates,
+    )
+
+
+def check_viewer_offer(sdp: str) -> OfferSummary:
+    """Summary of a usable WHEP viewer offer, or 400 (not SDP) / 422 (nothing to receive)."""
+    from aiortc.sdp import SessionDescription
+
+    if not sdp.strip() or not sdp.lstrip().startswith("v="):
+        raise BadRequest("empty or malformed SDP offer: it must start with 'v=0'")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts on hostile input
+        raise BadRequest(f"malformed SDP offer: {type(exc).__name__}: {exc}") from None
+    mids = {m.rtp.muxId for m in parsed.media}
+    for group in parsed.group:  # e.g. an m= line lost in transit: aiortc would trip on it
+        missing = [item for item in group.items if item not in mids]
+        if missing:
+            raise BadRequest(
+                f"malformed SDP offer: {group.semantic} names mid {missing[0]!r}, "
+                "which no media section has"
+            )
+    video = [m for m in parsed.media if m.kind == "video"]
+    if len(video) != 1:
+        raise UnprocessableOffer(
+            f"a WHEP offer needs exactly one video section, got {len(video)}; this server "
+            "sends processed video only"
+        )
+    if video[0].direction not in ("recvonly", "sendrecv", None):
+        raise UnprocessableOffer(
+            f"the video section is {video[0].direction}; a WHEP viewer offers recvonly"
+        )
+    ice = video[0].ice
+    section = MediaSection(
+        kind="video",
+        mid=video[0].rtp.muxId,
+        direction=video[0].direction or "sendrecv",
+        codecs=tuple(c.mimeType.split("/")[-1] for c in video[0].rtp.codecs),
+        port=video[0].port,
+    )
+    return OfferSummary(
+        media=(section,),
+        ice_ufrag=ice.usernameFragment if ice is not None else None,
+        ice_pwd=ice.password if ice is not None else None,
+        candidate_count=len(video[0].ice_candidates),
     )

@@ -21,8 +21,12 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
+from .lifecycle import SessionKind
+from .teardown import break_peer_cycles
 
-__all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
+__all__ = ["FrameHook", "Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
+
+FrameHook = Callable[[ProcessedFrame], None]
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +97,29 @@ class SessionInfo:
 
 
 class Session:
-    """One WHIP resource: its peer connection, track consumers and frame processor."""
+    """One WHIP resource: its peer connection, track consumers and frame processor.
+
+    Processed frames leave the worker thread in one place, ``_on_worker_frame``: it calls the
+    server's worker-thread hooks (``worker_hooks``, e.g. the benchmark's), then hands the frame
+    to the loop with one ``call_soon_threadsafe`` for the loop-side ``subscribe_frames``
+    subscribers (egress feeds, the ``/offer`` return track). ``close`` drops every reference
+    the session holds (issue 17), so it is freed by reference counting.
+    """
 
     def __init__(
         self,
         pc: RTCPeerConnection,
         *,
         channel_id: str,
-        kind: str = "whip",
+        kind: SessionKind | str = SessionKind.WHIP,
         remote_ufrag: str | None = None,
         remote_pwd: str | None = None,
         frame_timeout: float = 2.0,
+        worker_hooks: Callable[[], tuple[FrameHook, ...]] | None = None,
     ) -> None:
         self.id = new_resource_id()
         self.pc = pc
-        self.kind = kind
+        self.kind = SessionKind(kind)
         self.channel_id = channel_id
         self.created_at = time.time()
         self.created_mono = time.monotonic()
@@ -122,15 +134,20 @@ class Session:
         self.prompt_source = "default"
         #: a prompt that only this session runs (``?prompts=`` on POST), or None
         self.session_prompt: Any = None
+        #: the control channel paused its prompts: frames pass through (``WhipCore`` applies)
+        self.prompts_paused = False
+        #: the checked offer (small: media sections, ICE credentials), for OFFERED handlers
+        self.offer: Any = None
         self.closed = False
-        #: called on the worker thread for each processed frame; must be cheap and
-        #: thread-safe (egress tracks use ``loop.call_soon_threadsafe``)
-        self.frame_listeners: list[Callable[[ProcessedFrame], None]] = []
+        self.end_reason: str | None = None
+        self.loop = asyncio.get_running_loop()
+        self._worker_hooks = worker_hooks
+        self._frame_subscribers: list[FrameHook] = []
         self.processor = FrameProcessor(
-            self.id[:8], frame_timeout=frame_timeout, on_processed=self._fan_out
+            self.id[:8], frame_timeout=frame_timeout, on_processed=self._on_worker_frame
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._on_close: list[Callable[[Session], None]] = []
+        self._outgoing: list[MediaStreamTrack] = []
 
     # -- logging helper: every protocol message names the session ------------------------
     def log(self, level: int, msg: str, *args: object) -> None:
@@ -140,15 +157,45 @@ class Session:
     def connection_state(self) -> str:
         return "closed" if self.closed else self.pc.connectionState
 
-    def _fan_out(self, processed: ProcessedFrame) -> None:
-        for listener in list(self.frame_listeners):
+    # -- processed frames: the one worker -> loop crossing ---------------------------------
+    def _on_worker_frame(self, processed: ProcessedFrame) -> None:
+        """Worker thread: the server's hooks, then one hand-over to the loop if anyone reads."""
+        hooks = self._worker_hooks() if self._worker_hooks is not None else ()
+        for hook in hooks:
             try:
-                listener(processed)
+                hook(processed)
             except Exception:
-                logger.exception("WHIP: %s frame listener failed", self.id[:8])
+                logger.exception("WHIP: %s frame hook failed", self.id[:8])
+        if self._frame_subscribers and not self.closed:
+            with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
+                self.loop.call_soon_threadsafe(self._deliver_frame, processed)
 
-    def add_close_callback(self, callback: Callable[[Session], None]) -> None:
-        self._on_close.append(callback)
+    def _deliver_frame(self, processed: ProcessedFrame) -> None:
+        for subscriber in list(self._frame_subscribers):
+            try:
+                subscriber(processed)
+            except Exception:
+                logger.exception("WHIP: %s frame subscriber failed", self.id[:8])
+
+    def subscribe_frames(self, subscriber: FrameHook) -> Callable[[], None]:
+        """Call ``subscriber(processed)`` on the loop for each processed frame; returns the
+        function that ends the subscription (closing the session ends it too)."""
+        self._frame_subscribers.append(subscriber)
+
+        def cancel() -> None:
+            with contextlib.suppress(ValueError):
+                self._frame_subscribers.remove(subscriber)
+
+        return cancel
+
+    @property
+    def frame_subscribers(self) -> int:
+        return len(self._frame_subscribers)
+
+    def send(self, track: MediaStreamTrack) -> None:
+        """Add a track this session sends back; it is stopped when the session closes."""
+        self.pc.addTrack(track)
+        self._outgoing.append(track)
 
     def attach_track(self, track: MediaStreamTrack) -> None:
         """Start consuming ``track`` at once; called from aiortc's ``track`` event."""
@@ -181,7 +228,7 @@ class Session:
         stats: ProcessingStats = self.processor.stats()
         return SessionInfo(
             id=self.id,
-            kind=self.kind,
+            kind=self.kind.value,
             created_at=self.created_at,
             connection_state=self.connection_state,
             has_video=self.has_video,
@@ -205,13 +252,17 @@ class Session:
         )
 
     async def close(self, reason: str = "closed") -> None:
-        """Close the peer connection, stop consumers and the worker thread. Idempotent."""
+        """Close the peer connection, stop consumers, tracks sent back and the worker thread,
+        then drop what the session holds (``release``). Idempotent."""
         if self.closed:
             return
         self.closed = True
+        self.end_reason = reason
         self.log(logging.INFO, "terminated (%s)", reason)
         for task in self._tasks:
             task.cancel()
+        for track in self._outgoing:
+            track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
         for task in self._tasks:
@@ -219,11 +270,18 @@ class Session:
                 await task
         # joining the torch worker may take up to one frame: never on the event loop
         await asyncio.get_running_loop().run_in_executor(None, self.processor.stop)
-        for callback in self._on_close:
-            try:
-                callback(self)
-            except Exception:  # a broken observer must not keep a session alive
-                logger.exception("WHIP: %s close callback failed", self.id[:8])
+
+    def release(self) -> None:
+        """Drop every reference a closed session holds (frames, tracks, tasks, subscribers,
+        aiortc's handlers) so that it and its peer connection are freed by reference
+        counting, without waiting for the cycle collector (see ``rtc/teardown.py``)."""
+        self._frame_subscribers.clear()
+        self._tasks.clear()
+        self._outgoing.clear()
+        self._worker_hooks = None
+        self.session_prompt = None
+        self.processor.release()
+        break_peer_cycles(self.pc)
 
 
 class SessionRegistry:
@@ -250,7 +308,7 @@ class SessionRegistry:
     def values(self) -> list[Session]:
         return list(self._sessions.values())
 
-    def count(self, kind: str) -> int:
+    def count(self, kind: SessionKind | str) -> int:
         return sum(1 for s in self._sessions.values() if s.kind == kind)
 
     def snapshot(self) -> dict[str, SessionInfo]:

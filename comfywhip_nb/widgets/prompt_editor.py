@@ -128,7 +128,7 @@ class PromptEditor(widgets.VBox):
     def _prefill(self) -> None:
         """Start from the server's default prompt, so Apply is never a surprise."""
         with contextlib.suppress(Exception):  # a stopped server has no core: start empty
-            self.editor.value = prompt_to_json(self.server.core.prompts.channel_entry(None).prompt)
+            self.editor.value = prompt_to_json(self.server.prompt_entry(None).prompt)
 
     def _on_preset(self, change: Mapping[str, Any]) -> None:
         name = change["new"]
@@ -191,7 +191,7 @@ class PromptEditor(widgets.VBox):
                 note = " (the session's channel/default prompt; a per-session prompt is not shown)"
             else:
                 channel, note = name, ""
-            entry = self.server.core.prompts.channel_entry(channel)
+            entry = self.server.prompt_entry(channel)
             self.editor.value = prompt_to_json(entry.prompt)
             self.message.value = (
                 f'<span style="font-size:12px">loaded version {entry.version} '
@@ -203,7 +203,7 @@ class PromptEditor(widgets.VBox):
     # -- refresher thread ------------------------------------------------------------------
     def _refresh_versions(self, sessions: Mapping[str, Any]) -> None:
         try:
-            default = self.server.core.prompts.channel_entry(None).version
+            default = self.server.prompt_entry(None).version
         except Exception:
             return
         parts = [f"server default v{default}" if default else "server default: passthrough"]
@@ -218,7 +218,7 @@ class PromptEditor(widgets.VBox):
     def tick(self, now: float, sessions: Mapping[str, Any]) -> float:
         channels = sorted({info.channel_id for info in sessions.values()})
         with contextlib.suppress(Exception):  # the store is gone once the server stops
-            channels = sorted(set(channels) | set(self.server.core.prompts.channels()))
+            channels = sorted(set(channels) | set(self.server.prompt_channels()))
         options = [("server default", DEFAULT)]
         options += [(f"channel {c}", ("channel", c)) for c in channels]
         options += [

@@ -57,7 +57,7 @@ def status_card_html(server: Any) -> str:
     ]
     version = None
     with contextlib.suppress(Exception):
-        version = server.core.prompts.channel_entry(None).version if running else None
+        version = server.prompt_entry(None).version if running else None
     if version is not None:
         rows.append(("default prompt", f"version {version}" if version else "passthrough"))
     if config is not None:
