@@ -14,11 +14,11 @@ import aiohttp
 import av
 import numpy as np
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from helpers import async_wait_until, server_threads
 
 from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whep_viewer import WHEPViewer
 from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.pipeline import egress
 from comfywhip_nb.server_state import ServerConfig
@@ -43,49 +43,8 @@ def centre_colour(frame: av.VideoFrame) -> np.ndarray:
     return rgb[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4].reshape(-1, 3).mean(axis=0)
 
 
-class Viewer:
-    """A minimal aiortc WHEP client that keeps reading so aiortc's queue never grows."""
-
-    def __init__(self, url: str, codec: str | None = None, sendrecv: bool = False) -> None:
-        self.url, self.codec = url, codec
-        self.direction = "sendrecv" if sendrecv else "recvonly"
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.http = aiohttp.ClientSession()
-        self.location: str | None = None
-        self.etag: str | None = None
-        self.latest: av.VideoFrame | None = None
-        self.frames = 0
-        self._reader: asyncio.Task[None] | None = None
-        self.pc.on("track", self._on_track)
-
-    def _on_track(self, track: Any) -> None:
-        self._reader = asyncio.ensure_future(self._read(track))
-
-    async def _read(self, track: Any) -> None:
-        try:
-            while True:
-                self.latest = await track.recv()
-                self.frames += 1
-        except MediaStreamError:
-            pass
-
-    async def start(self) -> aiohttp.ClientResponse:
-        transceiver = self.pc.addTransceiver("video", direction=self.direction)
-        if self.codec:
-            caps = RTCRtpReceiver.getCapabilities("video").codecs
-            wanted = (f"video/{self.codec}".lower(), "video/rtx")
-            transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        resp = await self.http.post(
-            self.url,
-            data=self.pc.localDescription.sdp,
-            headers={"Content-Type": "application/sdp"},
-        )
-        if resp.status == 201:
-            self.location, self.etag = resp.headers["Location"], resp.headers["ETag"]
-            answer = await resp.text()
-            await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-        return resp
+class Viewer(WHEPViewer):
+    """The package's WHEP viewer, plus a wait for a colour."""
 
     async def wait_colour(self, rgb: np.ndarray, timeout: float = 15.0) -> np.ndarray:
         deadline = time.monotonic() + timeout
@@ -97,17 +56,6 @@ class Viewer:
                     return last
             await asyncio.sleep(0.05)
         raise AssertionError(f"no frame close to {rgb} within {timeout} s; last {last}")
-
-    async def delete(self) -> int:
-        assert self.location is not None
-        async with self.http.delete(self.location) as resp:
-            return resp.status
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-        await self.pc.close()
-        await self.http.close()
 
 
 async def publish(server: Any, color: tuple[int, int, int], channel: str | None = None):

@@ -46,6 +46,7 @@ from aiortc import (
 from yarl import URL
 
 from ..rtc.ice import IceServer, format_sdpfrag, parse_link_header, parse_sdpfrag, redacted
+from ..rtc.teardown import break_peer_cycles
 from .sources import open_source
 
 __all__ = ["PublishError", "WHIPClient", "run_publish"]
@@ -351,6 +352,7 @@ class WHIPClient:
         pc, self.pc = self.pc, None
         if pc is not None:
             await pc.close()
+            break_peer_cycles(pc)  # freed now, not at the next garbage collection
         for track in self._tracks:
             track.stop()  # stopping a MediaPlayer's tracks stops its reader thread
         self._tracks = []
