@@ -308,3 +308,52 @@ def test_parse_size_and_describe_node() -> None:
         "image": {"required": False, "type": "IMAGE"},
     }
     assert described["display_name"] == "N"
+
+
+async def test_offer_prompt_last_write_wins_and_pause_holds(
+    server: WhipServer, http: aiohttp.ClientSession, peer: OfferPeer
+) -> None:
+    """For /offer sessions update_prompts and POST /prompt set the same prompt."""
+    await peer.connect(http, server.url)
+    await async_wait_until(lambda: peer.colour_is(RED), 15)
+    reply = await peer.ask({"type": "update_prompts", "prompts": INVERT})
+    assert reply["success"] is True
+    await async_wait_until(lambda: peer.colour_is(INVERTED), 10)
+
+    async with http.post(f"{server.url}/prompt", json=PASSTHROUGH) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["not_following"] == []  # the /offer session follows
+    await async_wait_until(lambda: peer.colour_is(RED), 10)
+
+    reply = await peer.ask({"type": "pause_prompts"})
+    assert reply["success"] is True
+    async with http.post(f"{server.url}/prompt", json=INVERT) as resp:
+        assert resp.status == 200
+    await asyncio.sleep(0.5)  # a swap while paused is recorded, not run
+    assert peer.colour_is(RED)
+    reply = await peer.ask({"type": "resume_prompts"})
+    assert reply["success"] is True
+    await async_wait_until(lambda: peer.colour_is(INVERTED), 10)
+
+
+async def test_swap_names_the_sessions_that_keep_their_own_prompt(
+    server: WhipServer, http: aiohttp.ClientSession
+) -> None:
+    from comfywhip_nb.client.whip_client import WHIPClient
+
+    own = WHIPClient(server.whip_url, prompts=INVERT)
+    follows = WHIPClient(server.whip_url)
+    await own.publish(TestPatternTrack(64, 48))
+    await follows.publish(TestPatternTrack(64, 48))
+    try:
+        assert own.resource_url is not None
+        own_id = own.resource_url.rsplit("/", 1)[1]
+        async with http.post(f"{server.url}/prompts", json=PASSTHROUGH) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["not_following"] == [own_id]
+        version = await asyncio.get_running_loop().run_in_executor(None, server.set_prompts, INVERT)
+        assert version.not_following == (own_id,)
+        assert version == server.prompt_entry().version
+    finally:
+        await own.unpublish()
+        await follows.unpublish()
