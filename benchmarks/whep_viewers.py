@@ -11,8 +11,8 @@ Two parts:
 2. End to end over loopback WebRTC: a server (this process, ImageInvert) with a publisher and
    N aiortc WHEP viewers in a child process, so the viewers' decoding is not billed to the
    server. Server CPU (``time.process_time``) is measured over a window once every viewer
-   receives, for ``egress.SHARED_ENCODING`` True and False. The marginal cost of a viewer is
-   the CPU above the 0-viewer run divided by N. Numbers are machine-specific: compare the
+   receives, for ``WhipServer(shared_encoding=...)`` True and False. The marginal cost of a
+   viewer is the CPU above the 0-viewer run divided by N. Numbers are machine-specific: compare the
    two modes within one run, never across machines.
 """
 
@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
-from typing import Any
 
 import aioice.ice
 import av
@@ -92,62 +91,35 @@ def micro(frames: list[av.VideoFrame]) -> dict[str, float]:
 # -- part 2: end to end ----------------------------------------------------------------
 async def run_clients(url: str, viewers: int, duration: float, fps: float) -> None:
     """Child process: one publisher and ``viewers`` WHEP viewers; prints JSON lines."""
-    import aiohttp
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
-
     from comfywhip_nb.client.sources import TestPatternTrack
+    from comfywhip_nb.client.whep_viewer import WHEPViewer
     from comfywhip_nb.client.whip_client import WHIPClient
 
     loopback_only()
     publisher = WHIPClient(f"{url}/whip")
     await publisher.publish(TestPatternTrack(640, 480, fps))
-    counts = [0] * viewers
-    pcs: list[Any] = []
-
-    async def read(track: Any, index: int) -> None:
-        with_error = (MediaStreamError, asyncio.CancelledError)
-        try:
-            while True:
-                await track.recv()
-                counts[index] += 1
-        except with_error:
-            pass
-
-    async with aiohttp.ClientSession() as http:
-        for index in range(viewers):
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTransceiver("video", direction="recvonly")
-            pc.on("track", lambda t, i=index: asyncio.ensure_future(read(t, i)))
-            await pc.setLocalDescription(await pc.createOffer())
-            async with http.post(
-                f"{url}/whep/default",
-                data=pc.localDescription.sdp,
-                headers={"Content-Type": "application/sdp"},
-            ) as resp:
-                assert resp.status == 201, await resp.text()
-                answer = await resp.text()
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-            pcs.append(pc)
-        deadline = time.monotonic() + 20
-        while not all(counts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        print(json.dumps({"ready": True}), flush=True)
-        start_counts, started = list(counts), time.monotonic()
-        await asyncio.sleep(duration)
-        elapsed = time.monotonic() - started
-        fps_each = [(c - s) / elapsed for c, s in zip(counts, start_counts, strict=True)]
-        print(json.dumps({"viewer_fps": fps_each}), flush=True)
-    for pc in pcs:
-        await pc.close()
+    clients = [WHEPViewer(f"{url}/whep/default") for _ in range(viewers)]
+    for client in clients:
+        resp = await client.start()
+        assert resp.status == 201, await resp.text()
+    deadline = time.monotonic() + 20
+    while not all(c.frames for c in clients) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    print(json.dumps({"ready": True}), flush=True)
+    start_counts, started = [c.frames for c in clients], time.monotonic()
+    await asyncio.sleep(duration)
+    elapsed = time.monotonic() - started
+    fps_each = [(c.frames - s) / elapsed for c, s in zip(clients, start_counts, strict=True)]
+    print(json.dumps({"viewer_fps": fps_each}), flush=True)
+    for client in clients:
+        await client.close()
     await publisher.unpublish()
 
 
 def measure(viewers: int, shared: bool, window: float, warmup: float, fps: float) -> dict:
     from comfywhip_nb.server import WhipServer
 
-    egress.SHARED_ENCODING = shared
-    with WhipServer(port=0, prompts=INVERT) as server:
+    with WhipServer(port=0, prompts=INVERT, shared_encoding=shared) as server:
         child = subprocess.Popen(
             [sys.executable, __file__, "--clients", server.url, str(viewers),
              str(warmup + window + 2), str(fps)],
@@ -170,7 +142,7 @@ def measure(viewers: int, shared: bool, window: float, warmup: float, fps: float
                 child.kill()
         sid = next(s for s, info in after.items() if info["kind"] == "whip")
         processed = after[sid]["frames_processed"] - before[sid]["frames_processed"]
-        feed = egress._FEEDS.get(server.core, {}).get(("channel", "default"))
+        feed = server.egress.feeds.get(("channel", "default"))  # the clients have left
         encoders = {c: e.frames_encoded for c, e in feed.encoders.items()} if feed else {}
     return {
         "viewers": viewers,

@@ -106,6 +106,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        shared_encoding: bool = True,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -128,6 +129,7 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            shared_encoding=shared_encoding,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None
