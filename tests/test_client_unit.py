@@ -35,7 +35,8 @@ from comfywhip_nb.client.whip_client import (
     run_publish,
     strip_candidates,
 )
-from comfywhip_nb.rtc.ice import IceServer, parse_sdpfrag
+from comfywhip_nb.rtc.ice import IceServer
+from comfywhip_nb.rtc.sdp import parse_sdpfrag
 
 ROOT = Path(__file__).resolve().parents[1]
 

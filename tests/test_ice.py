@@ -7,17 +7,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywhip_nb.rtc.ice import (
-    Candidate,
     IceServer,
-    SdpFragError,
-    candidate_from_sdpfrag_line,
     format_link_header,
-    format_sdpfrag,
     ice_servers_from_env,
     parse_ice_server_arg,
     parse_link_header,
-    parse_sdpfrag,
     redacted,
+)
+from comfywhip_nb.rtc.sdp import (
+    Candidate,
+    SdpFragError,
+    candidate_from_sdpfrag_line,
+    format_sdpfrag,
+    parse_sdpfrag,
 )
 
 # --- Link header ---------------------------------------------------------------------------

@@ -45,7 +45,8 @@ from aiortc import (
 )
 from yarl import URL
 
-from ..rtc.ice import IceServer, format_sdpfrag, parse_link_header, parse_sdpfrag, redacted
+from ..rtc.ice import IceServer, parse_link_header, redacted
+from ..rtc.sdp import format_sdpfrag, parse_sdpfrag, strip_candidates
 from ..rtc.teardown import break_peer_cycles
 from .sources import open_source
 
@@ -106,23 +107,6 @@ def _codec_preferences(name: str) -> list[RTCRtpCodecCapability]:
     """Only ``name`` (plus its rtx retransmission entries) for ``setCodecPreferences``."""
     wanted = (f"video/{name.lower()}", "video/rtx")
     return [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in wanted]
-
-
-def strip_candidates(sdp: str) -> str:
-    """An offer for trickle ICE: no candidates, RFC 8840's placeholder port 9 / 0.0.0.0."""
-    out = []
-    for line in sdp.splitlines():
-        if line.startswith(("a=candidate:", "a=end-of-candidates")):
-            continue
-        if line.startswith("m="):
-            fields = line.split(" ")
-            line = " ".join([fields[0], "9", *fields[2:]])
-        elif line.startswith("c=IN "):
-            line = "c=IN IP4 0.0.0.0"
-        out.append(line)
-        if line.startswith("t="):
-            out.append("a=ice-options:trickle")
-    return "\r\n".join(out) + "\r\n"
 
 
 class WHIPClient:

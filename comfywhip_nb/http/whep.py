@@ -26,6 +26,7 @@ from ..pipeline.egress import Egress, ProcessedVideoTrack
 from ..rtc.ice import format_link_header
 from ..rtc.lifecycle import SessionKind
 from ..rtc.offer_checks import check_viewer_offer
+from ..rtc.sdp import section_codec
 from ..rtc.sessions import Session
 from ..server_state import DEFAULT_CHANNEL
 from .bodies import read_body
@@ -79,7 +80,7 @@ async def post_viewer(request: web.Request) -> web.Response:
         "WHEP viewer of %s %s (codec %s)",
         "session" if source is not None else "channel",
         source.id[:8] if source is not None else channel,
-        _answer_codec(answer),
+        section_codec(answer) or "?",
     )
     response = web.Response(status=201, text=answer, content_type=SDP)
     response.headers["Location"] = resource_url(request, f"/whep/{channel}/{session.id}")
@@ -88,13 +89,6 @@ async def post_viewer(request: web.Request) -> web.Response:
     for value in format_link_header(core.config.ice_servers):
         response.headers.add("Link", value)
     return response
-
-
-def _answer_codec(answer: str) -> str:
-    for line in answer.splitlines():
-        if line.startswith("a=rtpmap:"):
-            return line.split()[1].split("/")[0]
-    return "?"
 
 
 def _close_with_source(egress: Egress, session: Session, track: ProcessedVideoTrack) -> None:

@@ -28,8 +28,9 @@ from ..errors import (
     UnprocessableOffer,
     UnsupportedMediaType,
 )
-from ..rtc.ice import format_link_header, parse_sdpfrag
+from ..rtc.ice import format_link_header
 from ..rtc.lifecycle import SessionKind
+from ..rtc.sdp import parse_sdpfrag
 from .bodies import read_body, validate_prompts
 from .middleware import core_of, is_preflight, options_response
 

@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any
 import av
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
-from aiortc.sdp import SessionDescription
 
 from ..rtc.lifecycle import SessionEvent, SessionEventType, SessionKind, Subscription
+from ..rtc.sdp import section_codec
 from .processor import ProcessedFrame
 
 if TYPE_CHECKING:
@@ -413,16 +413,9 @@ def negotiated_codec(pc: RTCPeerConnection, track: MediaStreamTrack) -> str | No
     """``vp8``/``h264``: the codec the local answer chose for ``track``'s sender, else None."""
     description = pc.localDescription
     mids = [t.mid for t in pc.getTransceivers() if t.sender.track is track]
-    if description is None or not mids:
+    if description is None or not mids or mids[0] is None:
         return None
-    try:
-        parsed = SessionDescription.parse(description.sdp)
-    except Exception:
-        return None
-    for media in parsed.media:
-        if media.rtp.muxId == mids[0] and media.rtp.codecs:
-            return media.rtp.codecs[0].mimeType.split("/")[-1].lower()
-    return None
+    return section_codec(description.sdp, mids[0])
 
 
 class ProcessedVideoTrack(MediaStreamTrack):
