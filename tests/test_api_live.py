@@ -10,6 +10,7 @@ import time
 import aiohttp
 import numpy as np
 import pytest
+from graphs import INVERT
 from helpers import async_wait_until
 from PIL import Image
 
@@ -19,11 +20,6 @@ from comfywhip_nb.prompts import register_nodes
 from comfywhip_nb.server import WhipServer
 
 COLOR = (200, 40, 90)
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 FLIP_TO_GRAY = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
     "2": {

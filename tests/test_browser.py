@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from graphs import INVERT
 from helpers import wait_until
 
 pytestmark = pytest.mark.browser
@@ -43,11 +44,6 @@ FLAGS = [
     "--autoplay-policy=no-user-gesture-required",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 # mean colour of a <video> (64x48 canvas), or null before its first frame
 MEAN_RGB = """(id) => {
   const v = document.getElementById(id);

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from graphs import INVERT, PASSTHROUGH, UNKNOWN_NODE
 from helpers import async_wait_until, make_offer
 
 from comfywhip_nb.client.sources import TestPatternTrack
@@ -22,16 +23,6 @@ from comfywhip_nb.server import WhipServer
 RED = (200, 40, 40)
 INVERTED = (55, 215, 215)
 TOLERANCE = 25  # VP8 at low bitrate shifts a flat colour by a few levels
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
-PASSTHROUGH = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "SaveTensor", "inputs": {"images": ["1", 0]}},
-}
-UNKNOWN_NODE = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
 
 
 class OfferPeer:

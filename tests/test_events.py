@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 from aiortc import RTCSessionDescription
+from graphs import INVERT
 from helpers import make_offer
 
 from comfywhip_nb.http.events import MAX_PENDING, EventFeed, EventHub, format_event
@@ -17,11 +18,6 @@ from comfywhip_nb.rtc.sessions import SessionInfo
 from comfywhip_nb.server import WhipServer
 
 REL = "urn:ietf:params:whip:ext:core:server-sent-events"
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 
 
 async def read_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:

@@ -19,6 +19,7 @@ import pytest
 import torch
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from graphs import FRAG, SDP
 from helpers import async_wait_until, server_threads
 
 from comfywhip_nb.client.sources import TestPatternTrack
@@ -29,8 +30,6 @@ from comfywhip_nb.server import WhipServer
 
 pytestmark = pytest.mark.timeout(90)
 
-SDP = {"Content-Type": "application/sdp"}
-FRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
 
 #: set to let every hung test node return (each waits at most 20 s anyway)
 RELEASE_HUNG = threading.Event()

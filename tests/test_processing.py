@@ -12,6 +12,8 @@ import av
 import numpy as np
 import pytest
 import torch
+from graphs import INVERT as INVERT_GRAPH
+from helpers import wait_until
 
 from comfywhip_nb.pipeline.processor import (
     FrameProcessor,
@@ -119,16 +121,6 @@ def solid(
 def centre(processed: ProcessedFrame) -> list[int]:
     array = processed.frame.to_ndarray(format="rgb24")
     return array[array.shape[0] // 2, array.shape[1] // 2].tolist()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"not true within {timeout} s")
 
 
 def process_one(proc: FrameProcessor, frame: av.VideoFrame, timeout: float = 5.0) -> ProcessedFrame:
@@ -404,12 +396,6 @@ def test_describe_error() -> None:
 
 
 # -- with the real prompt engine ---------------------------------------------------------
-
-INVERT_GRAPH = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 
 
 class ProcessingTestBoom:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
+from graphs import INVERT
 
 from comfywhip_nb.prompts import (
     NodeExecutionError,
@@ -27,11 +28,6 @@ def frame(b: int = 1, h: int = 32, w: int = 48) -> torch.Tensor:
     return torch.rand(b, h, w, 3, generator=torch.Generator().manual_seed(7))
 
 
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 FLIP = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
     "2": {

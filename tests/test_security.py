@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from graphs import FRAG, INVERT, JSON, SDP
 from helpers import make_offer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,14 +43,6 @@ pytestmark = pytest.mark.timeout(120)
 TOKEN = "s3cret-Token-0123456789abcdef"
 TURN_USER = "turn-user-7f3a"
 TURN_SECRET = "TURN-credential-9b1d/+=="
-SDP = {"Content-Type": "application/sdp"}
-JSON = {"Content-Type": "application/json"}
-FRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from graphs import SDP
 from helpers import async_wait_until, make_offer, server_threads
 
 from comfywhip_nb.client.sources import TestPatternTrack
@@ -39,7 +40,6 @@ CREATE_DELETE_CYCLES = 500
 PUBLISH_CYCLES = 30
 START_STOP_CYCLES = 50
 RSS_GROWTH_LIMIT_MB = 50.0
-SDP = {"Content-Type": "application/sdp"}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import av
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from graphs import INVERT
 from helpers import async_wait_until
 
 from comfywhip_nb.client.sources import TestPatternTrack
@@ -29,11 +30,6 @@ from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.rtc.teardown import break_peer_cycles
 from comfywhip_nb.server import WhipServer
 
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 CYCLES = 20
 WARMUP = 3
 RSS_SLACK = 20 * 1024 * 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+from graphs import INVERT
 
 from comfywhip_nb.prompts import PromptError, register_nodes
 from comfywhip_nb.prompts.warmup import warm_up
@@ -30,11 +31,6 @@ register_nodes({"TestFailsAtRunTime": FailsAtRunTime})
 BROKEN = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
     "2": {"class_type": "TestFailsAtRunTime", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
 }
 

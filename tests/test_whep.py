@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from graphs import INVERT
 from helpers import async_wait_until, server_threads
 
 from comfywhip_nb.client.sources import TestPatternTrack
@@ -23,11 +24,6 @@ from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.pipeline import egress
 from comfywhip_nb.server_state import ServerConfig
 
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 RED = (200, 40, 40)
 GREEN = (20, 200, 40)
 TOLERANCE = 24

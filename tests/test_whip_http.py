@@ -6,18 +6,11 @@ import re
 
 import aiohttp
 import pytest
+from graphs import FRAG, INVERT, SDP
 from helpers import make_offer
 
 from comfywhip_nb.rtc.ice import IceServer, parse_link_header
 from comfywhip_nb.server import WhipServer
-
-SDP = {"Content-Type": "application/sdp"}
-FRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
-INVERT = {
-    "1": {"class_type": "LoadTensor", "inputs": {}},
-    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
-}
 
 
 async def post_offer(http, server, sdp, headers=SDP, params=None):

@@ -159,16 +159,6 @@ def summarise(sdp: str) -> SdpSummary:
         )
         for s in sections
     )
-    media = tuple(
-        MediaSection(
-            kind=s["kind"],
-            mid=s["mid"],
-            direction=s["direction"] or session_direction,
-            codecs=tuple(s["codecs"]),
-            port=s["port"],
-        )
-        for s in sections
-    )
     first = sections[0] if sections else {"ufrag": None, "pwd": None}
     return SdpSummary(
         media=media,
