@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -146,14 +147,24 @@ class ProcessingStats:
 
 @dataclass(frozen=True)
 class ProcessedFrame:
-    """One processed frame, published in the ``latest`` slot."""
+    """One processed frame, published in the ``latest`` slot.
+
+    ``output`` is the prompt's IMAGE where it was computed (on a GPU for a CUDA prompt);
+    ``image``, its CPU float32 copy, is made only when a reader first asks (preview,
+    ``latest_frame``, the benchmark), so frames nobody reads cost no device-to-host copy.
+    """
 
     frame: av.VideoFrame
-    image: torch.Tensor
+    output: torch.Tensor
     input_frame: av.VideoFrame
     received_at: float
     processed_at: float
     index: int
+
+    @functools.cached_property
+    def image(self) -> torch.Tensor:
+        """IMAGE [1,H,W,3] float32 on the CPU (the same tensor when it already is)."""
+        return self.output.to("cpu", torch.float32)
 
 
 class _Meter:
@@ -451,13 +462,10 @@ class FrameProcessor:
             out = _check_output(result)
             out_frame = frames.image_to_frame(out, like=frame)
             self._last_good = prompt
-        cpu_image = out.to("cpu", torch.float32)
         now = time.monotonic()
         with self._lock:
             self._processed += 1
-            processed = ProcessedFrame(
-                out_frame, cpu_image, frame, received_at, now, self._processed
-            )
+            processed = ProcessedFrame(out_frame, out, frame, received_at, now, self._processed)
             self._latest = processed
             self._meter.on_output(now, now - received_at, timings, prompt)
             self._done.notify_all()
