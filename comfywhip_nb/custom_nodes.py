@@ -101,8 +101,7 @@ def _import_error(pack: str, exc: BaseException) -> ValueError:
             why = f"missing module {exc.name!r} ({exc})"
         return ValueError(f"custom node pack {pack!r} failed to import: {why}. {NEEDS_COMFYUI}")
     return ValueError(
-        f"custom node pack {pack!r} failed to import: {type(exc).__name__}: {exc}. "
-        f"{NEEDS_COMFYUI}"
+        f"custom node pack {pack!r} failed to import: {type(exc).__name__}: {exc}. {NEEDS_COMFYUI}"
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from comfywhip_nb.custom_nodes import load_nodes_module
 from comfywhip_nb.prompts import (
     AUDIO,
     IMAGE,
@@ -22,7 +23,6 @@ from comfywhip_nb.prompts import (
     node_catalogue,
     register_nodes,
 )
-from comfywhip_nb.custom_nodes import load_nodes_module
 from comfywhip_nb.prompts.graph import parse_prompt
 from comfywhip_nb.prompts.registry import unregister_nodes
 
@@ -400,7 +400,7 @@ def write_pack(root: Path, name: str, code: str) -> Path:
     return pack
 
 
-V1_NODE = '''
+V1_NODE = """
 class Halve:
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
@@ -412,7 +412,7 @@ class Halve:
 
     def run(self, image):
         return (image * 0.5,)
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -423,7 +423,10 @@ class Halve:
             ["'v3pack'", "ComfyUI's own module 'comfy_api'"],
         ),
         ("import folder_paths\n", ["'v3pack'", "ComfyUI's own module 'folder_paths'"]),
-        ("import not_installed_xyz_module\n", ["'v3pack'", "missing module 'not_installed_xyz_module'"]),
+        (
+            "import not_installed_xyz_module\n",
+            ["'v3pack'", "missing module 'not_installed_xyz_module'"],
+        ),
         ("raise RuntimeError('boom at import')\n", ["'v3pack'", "RuntimeError: boom at import"]),
         (
             "async def comfy_entrypoint():\n    return None\n",
@@ -456,7 +459,9 @@ def test_packs_that_need_comfyui_are_refused_with_the_reason(
 def test_a_packs_own_tensor_ends_give_way_to_the_builtins(
     tmp_path: Path, cleanup: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    code = V1_NODE + '''
+    code = (
+        V1_NODE
+        + """
 import queue
 image_inputs = queue.Queue()  # ComfyStream's tensor cache, which nothing here fills
 
@@ -489,8 +494,12 @@ class SaveTensor:
 
 
 NODE_CLASS_MAPPINGS = {"LoadTensor": LoadTensor, "SaveTensor": SaveTensor, "TestHalve": Halve}
-'''
-    builtin_load, builtin_save = NODE_CLASS_MAPPINGS["LoadTensor"], NODE_CLASS_MAPPINGS["SaveTensor"]
+"""
+    )
+    builtin_load, builtin_save = (
+        NODE_CLASS_MAPPINGS["LoadTensor"],
+        NODE_CLASS_MAPPINGS["SaveTensor"],
+    )
     names = load_nodes_module(str(write_pack(tmp_path, "tensor_utils", code)))
     cleanup.append("TestHalve")
     assert names == ["TestHalve"]

@@ -68,7 +68,9 @@ def test_blur_matches_a_direct_reflect_padded_gaussian(
 
 
 @pytest.mark.parametrize(("radius", "h", "w"), [(6, 6, 8), (8, 20, 8), (31, 31, 40)])
-def test_blur_and_sharpen_refuse_a_radius_as_large_as_the_image(radius: int, h: int, w: int) -> None:
+def test_blur_and_sharpen_refuse_a_radius_as_large_as_the_image(
+    radius: int, h: int, w: int
+) -> None:
     x = frame(1, h, w)
     with pytest.raises(ValueError, match=f"radius of {radius} needs an image larger"):
         filters.ImageBlur().blur(x, radius, 1.0)

@@ -40,7 +40,9 @@ def numpy_grow(m: np.ndarray, expand: int, tapered: bool) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(("expand", "tapered"), [(0, True), (2, True), (-3, True), (4, False), (-2, False)])
+@pytest.mark.parametrize(
+    ("expand", "tapered"), [(0, True), (2, True), (-3, True), (4, False), (-2, False)]
+)
 def test_grow_mask_is_stepwise_grey_morphology(expand: int, tapered: bool) -> None:
     m = masks(2)
     out = mask.GrowMask().expand_mask(m, expand, tapered)[0]

@@ -362,7 +362,11 @@ def blend_graph(first: str, second: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [("PrimaryInputLoadImage", "LoadImage"), ("LoadTensor", "LoadImage"), ("LoadImage", "LoadImage")],
+    [
+        ("PrimaryInputLoadImage", "LoadImage"),
+        ("LoadTensor", "LoadImage"),
+        ("LoadImage", "LoadImage"),
+    ],
 )
 def test_a_reference_load_image_reads_its_file_never_the_camera(
     tmp_path: Path, first: str, second: str

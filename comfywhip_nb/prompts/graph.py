@@ -127,9 +127,7 @@ def live_load_image(graph: Mapping[Any, Any]) -> str | None:
     graph has no other live input (no ``PrimaryInputLoadImage``, and, so that a normalised
     graph reads back the same, no ``LoadTensor``). Every other LoadImage is a reference image
     read from its file: the camera never silently replaces it."""
-    kinds = [
-        (str(i), n.get("class_type")) for i, n in graph.items() if isinstance(n, Mapping)
-    ]
+    kinds = [(str(i), n.get("class_type")) for i, n in graph.items() if isinstance(n, Mapping)]
     loads = [i for i, kind in kinds if kind == "LoadImage"]
     others = {kind for _, kind in kinds} & {"PrimaryInputLoadImage", "LoadTensor"}
     return loads[0] if len(loads) == 1 and not others else None

@@ -43,11 +43,15 @@ def _load() -> tuple[dict[str, type] | None, str]:
         from comfy.cli_args import args  # parses nothing: ComfyUI's args_parsing is off
 
         args.cpu = True  # before comfy.model_management is imported
+        # ComfyUI's package ``utils`` first: nodes.py puts comfy/ (with a utils.py) on sys.path
         import nodes  # ComfyUI's nodes.py
+        import utils.install_util  # noqa: F401
 
         for name in EXTRAS:
             loaded = asyncio.run(
-                nodes.load_custom_node(str(tree / "comfy_extras" / f"{name}.py"), set(), "comfy_extras")
+                nodes.load_custom_node(
+                    str(tree / "comfy_extras" / f"{name}.py"), set(), "comfy_extras"
+                )
             )
             if not loaded:
                 return None, f"ComfyUI could not load comfy_extras/{name}.py"

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-import parity_support  # noqa: E402
+import parity_support
 
-from comfywhip_nb.prompts.nodes import BUILTIN_NODES  # noqa: E402
-from comfywhip_nb.prompts.nodes.io import LoadImage  # noqa: E402
-from comfywhip_nb.prompts.registry import STREAM_ENDS, entry_kind  # noqa: E402
+from comfywhip_nb.prompts.nodes import BUILTIN_NODES
+from comfywhip_nb.prompts.nodes.io import LoadImage
+from comfywhip_nb.prompts.registry import STREAM_ENDS, entry_kind
 
 SIZES = [(1, 32, 48), (2, 17, 23), (1, 9, 7)]
 WIDGET_OPTIONS = ("default", "min", "max", "step")
@@ -199,7 +199,10 @@ CASES: dict[str, list[Case]] = {
     "InvertMask": [Case(inputs=one_mask)],
     "ThresholdMask": [Case(inputs=one_mask), Case({"value": 0.2}, one_mask)],
     "ImageColorToMask": [Case(inputs=palette_image), Case({"color": 0x7F007F}, palette_image)],
-    "SolidMask": [Case({"width": 13, "height": 9}, lambda g, s: {}), Case({"value": 0.3, "width": 33, "height": 17}, lambda g, s: {})],
+    "SolidMask": [
+        Case({"width": 13, "height": 9}, lambda g, s: {}),
+        Case({"value": 0.3, "width": 33, "height": 17}, lambda g, s: {}),
+    ],
     "MaskComposite": [
         *[
             Case({"operation": op, "x": 3, "y": 2}, masks_pair(smaller))
@@ -242,7 +245,7 @@ CASES: dict[str, list[Case]] = {
             ]
         ],
         Case(inputs=pair("image1", "image2", same, c2=4)),
-        Case(),
+        Case(inputs=lambda g, s: {"image1": image(g, *s)}),  # no image2: image1 unchanged
     ],
     "ResizeAndPadImage": [
         Case({"target_width": 40, "target_height": 40}),
@@ -343,7 +346,9 @@ def assert_same(name: str, ours: Any, theirs: Any) -> None:
 
 
 def case_ids() -> list[tuple[str, int, tuple[int, int, int]]]:
-    return [(n, i, s) for n, cases in sorted(CASES.items()) for i in range(len(cases)) for s in SIZES]
+    return [
+        (n, i, s) for n, cases in sorted(CASES.items()) for i in range(len(cases)) for s in SIZES
+    ]
 
 
 @pytest.mark.parametrize(("name", "index", "size"), case_ids(), ids=str)
@@ -354,16 +359,22 @@ def test_results_match(
     ours_cls, theirs_cls = BUILTIN_NODES[name], comfy[name]
     gen = torch.Generator().manual_seed(zlib.crc32(repr((name, index, size)).encode()))
     kwargs = {**case.inputs(gen, size), **widget_values(theirs_cls, case.widgets)}
-    theirs = outcome(lambda: parity_support.run_comfyui(theirs_cls, {k: clone(v) for k, v in kwargs.items()}))
+    theirs = outcome(
+        lambda: parity_support.run_comfyui(theirs_cls, {k: clone(v) for k, v in kwargs.items()})
+    )
     node = ours_cls(device="cpu") if getattr(ours_cls, "STREAM_DEVICE", False) else ours_cls()
-    ours = outcome(lambda: tuple(getattr(node, ours_cls.FUNCTION)(**{k: clone(v) for k, v in kwargs.items()})))
+    ours = outcome(
+        lambda: tuple(getattr(node, ours_cls.FUNCTION)(**{k: clone(v) for k, v in kwargs.items()}))
+    )
     assert_same(f"{name}{case.widgets}", ours, theirs)
 
 
 def write_images(folder: Path) -> list[str]:
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)).save(folder / "rgb.png")
-    Image.fromarray(rng.integers(0, 256, (9, 7, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (9, 7, 4), dtype=np.uint8), "RGBA").save(
+        folder / "rgba.png"
+    )
     gray = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L")
     gray.save(folder / "gray.jpg")
     palette = Image.fromarray(rng.integers(0, 4, (6, 10), dtype=np.uint8), "P")

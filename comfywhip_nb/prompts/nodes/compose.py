@@ -122,7 +122,9 @@ class JoinImageWithAlpha:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"image": ("IMAGE",), "alpha": ("MASK",)}}
 
-    def join_image_with_alpha(self, image: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor]:
+    def join_image_with_alpha(
+        self, image: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor]:
         planes = alpha.to(image.device).reshape((-1, 1, alpha.shape[-2], alpha.shape[-1]))
         resized = F.interpolate(planes, size=tuple(image.shape[1:3]), mode="bilinear").squeeze(1)
         count = min(len(image), len(resized))
@@ -202,7 +204,9 @@ class ImageStitch:
             image2 = image2.movedim(1, -1)
         else:
             # ComfyUI pads with the spacing colour when it is a grey, else with black
-            value = _SPACING_COLORS[spacing_color][0] if spacing_color in ("white", "black") else 0.0
+            value = (
+                _SPACING_COLORS[spacing_color][0] if spacing_color in ("white", "black") else 0.0
+            )
             dim = 1 if horizontal else 2
             size = max(image1.shape[dim], image2.shape[dim])
             image1, image2 = (_pad_centre(i, dim, size, value) for i in (image1, image2))
@@ -226,7 +230,9 @@ class ImageStitch:
             parts.insert(1, spacing)
         dim = 2 if horizontal else 1
         total = sum(p.shape[dim] for p in parts)
-        check_pixels(batch, *((parts[0].shape[1], total) if horizontal else (total, parts[0].shape[2])))
+        check_pixels(
+            batch, *((parts[0].shape[1], total) if horizontal else (total, parts[0].shape[2]))
+        )
         return (torch.cat(parts, dim=dim),)
 
 

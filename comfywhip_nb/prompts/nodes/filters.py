@@ -218,7 +218,9 @@ class ImageQuantize:
             matrix = spread * _bayer_matrix(int(math.log2(order))) + 0.5
             h, w = rgb.shape[:2]
             offsets = matrix[np.arange(h)[:, None] % order, np.arange(w)[None, :] % order]
-            shifted = np.clip(rgb.astype(np.float32) + offsets[..., None].astype(np.float32), 0, 255)
+            shifted = np.clip(
+                rgb.astype(np.float32) + offsets[..., None].astype(np.float32), 0, 255
+            )
             picture = Image.fromarray(shifted.astype(np.uint8))
         mode = Image.Dither.FLOYDSTEINBERG if dither == "floyd-steinberg" else Image.Dither.NONE
         return np.asarray(picture.quantize(palette=palette, dither=mode).convert("RGB"))

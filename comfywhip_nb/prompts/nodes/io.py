@@ -157,7 +157,9 @@ class LoadImage:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"image": ("STRING", {})}, "hidden": {"folder": "IMAGE_DIR"}}
 
-    def load_image(self, image: str, folder: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_image(
+        self, image: str, folder: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         path = resolve_image(image, folder)
         key = (str(path), path.stat().st_mtime)
         if self._cached is None or self._cached[0] != key:

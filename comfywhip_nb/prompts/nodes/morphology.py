@@ -70,7 +70,7 @@ class ImageYUVToRGB:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"Y": ("IMAGE",), "U": ("IMAGE",), "V": ("IMAGE",)}}
 
-    def execute(self, Y: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor]:  # noqa: N803
+    def execute(self, Y: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor]:
         if not Y.shape[:3] == U.shape[:3] == V.shape[:3]:
             sizes = ", ".join(str(tuple(p.shape[:3])) for p in (Y, U, V))
             raise ValueError(f"Y, U and V must have the same batch and size; got {sizes}")

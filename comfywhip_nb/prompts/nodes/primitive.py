@@ -38,5 +38,8 @@ class PrimitiveFloat:
         return (value,)
 
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {"PrimitiveInt": PrimitiveInt, "PrimitiveFloat": PrimitiveFloat}
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "PrimitiveInt": PrimitiveInt,
+    "PrimitiveFloat": PrimitiveFloat,
+}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {"PrimitiveInt": "Int", "PrimitiveFloat": "Float"}
