@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -40,12 +41,12 @@ def _load() -> tuple[dict[str, type] | None, str]:
         return None, f"no ComfyUI tree at {tree} (run scripts/get-comfyui.sh)"
     try:
         sys.path.insert(0, str(tree))
-        from comfy.cli_args import args  # parses nothing: ComfyUI's args_parsing is off
-
-        args.cpu = True  # before comfy.model_management is imported
-        # ComfyUI's package ``utils`` first: nodes.py puts comfy/ (with a utils.py) on sys.path
-        import nodes  # ComfyUI's nodes.py
-        import utils.install_util  # noqa: F401
+        # ComfyUI's package ``utils`` first: nodes.py puts comfy/ (which has a utils.py) on
+        # sys.path, and ComfyUI's server.py imports utils.install_util later
+        importlib.import_module("utils.install_util")
+        cli_args = importlib.import_module("comfy.cli_args")
+        cli_args.args.cpu = True  # before comfy.model_management is imported
+        nodes = importlib.import_module("nodes")  # ComfyUI's nodes.py
 
         for name in EXTRAS:
             loaded = asyncio.run(
@@ -57,7 +58,18 @@ def _load() -> tuple[dict[str, type] | None, str]:
                 return None, f"ComfyUI could not load comfy_extras/{name}.py"
         return dict(nodes.NODE_CLASS_MAPPINGS), ""
     except Exception as exc:  # any missing dependency: skip with the reason
+        _forget(tree)
         return None, f"ComfyUI cannot be imported here: {type(exc).__name__}: {exc}"
+
+
+def _forget(tree: Path) -> None:
+    """Take a half-imported ComfyUI back off sys.path and out of sys.modules, so that its
+    top-level names (nodes, server, utils, app) shadow nothing in the other tests."""
+    prefix = str(tree)
+    sys.path[:] = [p for p in sys.path if not p.startswith(prefix)]
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(prefix):
+            del sys.modules[name]
 
 
 def comfyui_nodes() -> dict[str, type]:
