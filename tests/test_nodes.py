@@ -415,6 +415,18 @@ def test_canny_finds_a_step_edge_and_nothing_on_flat_images() -> None:
     assert filters.Canny().detect_edge(torch.full((2, 9, 9, 3), 0.5), 0.1, 0.2)[0].sum() == 0
 
 
+@pytest.mark.parametrize(("low", "high"), [(0.05, 0.2), (0.1, 0.3), (0.3, 0.35)])
+def test_canny_hysteresis_is_kornias(low: float, high: float) -> None:
+    from kornia.filters import canny
+
+    noisy = torch.from_numpy(shapes_image(48, 64)[None].astype(np.float32)).permute(0, 3, 1, 2)
+    noisy = noisy + 0.2 * torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    _, expected = canny(noisy, low, high)
+    ours = filters.Canny().detect_edge(noisy.permute(0, 2, 3, 1), low, high)[0]
+    assert expected.sum() > 20
+    assert torch.equal(ours[..., 0], expected[:, 0])
+
+
 # --- through prompts, and the specs themselves --------------------------------------------------
 
 
