@@ -191,3 +191,9 @@ def test_primitives_feed_widgets_through_links() -> None:
     }
     assert load_prompt(graph).run(frame(1, 10, 10)).shape == (1, 5, 5, 3)
     assert primitive.PrimitiveFloat().execute(0.5) == (0.5,)
+
+
+def test_morphology_refuses_kernels_too_large_for_the_frame() -> None:
+    x = torch.zeros(1, 720, 1280, 3)
+    with pytest.raises(ValueError, match="kernel_size 999 on a 1280x720 image"):
+        morphology.Morphology().process(x, "dilate", 999)

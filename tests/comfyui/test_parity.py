@@ -269,6 +269,8 @@ CASES: dict[str, list[Case]] = {
             for op in ["erode", "dilate", "open", "close", "gradient", "bottom_hat", "top_hat"]
         ],
         Case({"operation": "dilate", "kernel_size": 5}),
+        Case({"operation": "erode", "kernel_size": 4}),
+        Case({"operation": "gradient", "kernel_size": 8}),
     ],
     "PrimitiveInt": [Case({"value": 7}, lambda g, s: {}), Case({"value": -3}, lambda g, s: {})],
     "PrimitiveFloat": [Case({"value": 0.25}, lambda g, s: {})],

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from kornia import color, morphology
+
+#: Most element operations (pixels x channels x kernel cells) one morphology pass may take:
+#: a 720p frame with a 150x150 kernel, a few seconds on a CPU.
+MAX_WORK = 1 << 36
 
 _OPERATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "erode": morphology.erosion,
@@ -21,7 +26,10 @@ _OPERATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 class Morphology:
     """kornia's erosion, dilation, opening, closing, gradient and hats with a square
-    ``kernel_size`` kernel of ones, on the frame's own device."""
+    ``kernel_size`` kernel of ones, on the frame's own device. kornia's "shift" engine on every
+    device: the result ComfyUI gets (kornia picks it on the CPU; its CUDA "unfold" engine gives
+    equal results) without unfold's ``kernel_size**2`` copies of the frame, which for a large
+    kernel would exhaust the GPU. Kernels whose work passes MAX_WORK are refused."""
 
     CATEGORY = "image/postprocessing"
     RETURN_TYPES = ("IMAGE",)
@@ -38,8 +46,16 @@ class Morphology:
         }
 
     def process(self, image: torch.Tensor, operation: str, kernel_size: int) -> tuple[torch.Tensor]:
+        work = image.numel() * kernel_size * kernel_size
+        if work > MAX_WORK:
+            raise ValueError(
+                f"kernel_size {kernel_size} on a {image.shape[2]}x{image.shape[1]} image is "
+                f"{work:.2e} operations per pass, over the limit of {MAX_WORK:.2e}: "
+                "use a smaller kernel"
+            )
         kernel = torch.ones(kernel_size, kernel_size, device=image.device, dtype=image.dtype)
-        return (_OPERATIONS[operation](image.movedim(-1, 1), kernel).movedim(1, -1),)
+        op = functools.partial(_OPERATIONS[operation], engine="shift")
+        return (op(image.movedim(-1, 1), kernel).movedim(1, -1),)
 
 
 class ImageRGBToYUV:
