@@ -52,7 +52,7 @@ def widget(draw: st.DrawFn, name: str, kind: Any, options: dict[str, Any]) -> An
     if kind == "INT":
         low = max(options.get("min", 0), -8)  # GrowMask, PrimitiveInt: small negatives
         if name == "batch_index":
-            return draw(st.integers(-4, 4))
+            return draw(st.integers(0, 4))
         return draw(
             st.integers(low, min(options.get("max", low + 64), low + INT_SPAN.get(name, 64)))
         )
