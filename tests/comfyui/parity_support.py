@@ -82,6 +82,17 @@ def comfyui_nodes() -> dict[str, type]:
     return mappings
 
 
+def display_names() -> dict[str, str]:
+    """ComfyUI's NODE_DISPLAY_NAME_MAPPINGS (V3 schemas' display names included)."""
+    import nodes
+
+    return dict(nodes.NODE_DISPLAY_NAME_MAPPINGS)
+
+
+def category(cls: type) -> str:
+    return cls.GET_SCHEMA().category if is_v3(cls) else cls.CATEGORY
+
+
 def is_v3(cls: type) -> bool:
     return callable(getattr(cls, "define_schema", None))
 

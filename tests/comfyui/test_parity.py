@@ -2,7 +2,8 @@
 
 Same seeded inputs to both, at several sizes (odd ones included), with default and
 non-default widget values: either both raise, or every output matches within 1e-3. The
-INPUT_TYPES of both are compared too (types, combo choices, default/min/max/step).
+INPUT_TYPES of both are compared too (types, combo choices, default/min/max/step), and
+RETURN_TYPES, CATEGORY and display names.
 Runs where ComfyUI can be imported (the venv of ``scripts/get-comfyui.sh``); skips otherwise.
 """
 
@@ -23,7 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 import parity_support
 
-from comfywhip_nb.prompts.nodes import BUILTIN_NODES
+from comfywhip_nb.prompts.nodes import BUILTIN_DISPLAY_NAMES, BUILTIN_NODES
 from comfywhip_nb.prompts.nodes.io import LoadImage
 from comfywhip_nb.prompts.registry import STREAM_ENDS, entry_kind
 
@@ -307,6 +308,9 @@ def test_input_types_and_outputs_match(comfy: dict[str, type], name: str) -> Non
     ours, theirs = BUILTIN_NODES[name], comfy[name]
     assert normalise(ours.INPUT_TYPES()) == normalise(theirs.INPUT_TYPES())
     assert tuple(ours.RETURN_TYPES) == tuple(theirs.RETURN_TYPES)
+    assert str(ours.CATEGORY) == parity_support.category(theirs)
+    labels = parity_support.display_names()
+    assert BUILTIN_DISPLAY_NAMES.get(name, name) == labels.get(name, name)
 
 
 def widget_values(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
