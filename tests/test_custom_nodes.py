@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from comfywhip_nb.custom_nodes import load_nodes_module
 from comfywhip_nb.prompts import (
     AUDIO,
     IMAGE,
@@ -23,6 +22,7 @@ from comfywhip_nb.prompts import (
     node_catalogue,
     register_nodes,
 )
+from comfywhip_nb.prompts.custom_nodes import load_nodes_module
 from comfywhip_nb.prompts.graph import parse_prompt
 from comfywhip_nb.prompts.registry import unregister_nodes
 

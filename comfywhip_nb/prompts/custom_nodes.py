@@ -23,8 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .prompts import register_nodes
-from .prompts.registry import STREAM_ENDS
+from .registry import STREAM_ENDS, register_nodes
 
 __all__ = ["load_nodes_module"]
 
