@@ -495,3 +495,13 @@ def test_huge_json_and_too_many_nodes_are_refused() -> None:
 def test_validation_uses_the_given_classes_only() -> None:
     with pytest.raises(PromptError):
         parse_prompt(chain(("ImageInvert", {})), classes={})
+
+
+def test_the_load_image_rule_survives_hostile_class_types() -> None:
+    graph = {
+        "1": {"class_type": ["LoadImage"], "inputs": {}},
+        "2": {"class_type": {"a": 1}, "inputs": {}},
+        "3": {"class_type": "LoadImage", "inputs": {}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    assert {e.node_id for e in errors_of(graph)} == {"1", "2"}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .nodes.io import LoadImage, resolve_image
+from .nodes.load_image import LoadImage, live_load_image, resolve_image
 
 __all__ = [
     "MAX_NODES",
@@ -119,18 +119,6 @@ class ValidatedGraph:
                 entry["_meta"] = {"title": node.title}
             out[node_id] = entry
         return out
-
-
-def live_load_image(graph: Mapping[Any, Any]) -> str | None:
-    """ComfyStream's LoadImage rule: the id of the one ``LoadImage`` that is the live frame, or
-    None. A LoadImage is the live frame only when it is the graph's only LoadImage and the
-    graph has no other live input (no ``PrimaryInputLoadImage``, and, so that a normalised
-    graph reads back the same, no ``LoadTensor``). Every other LoadImage is a reference image
-    read from its file: the camera never silently replaces it."""
-    kinds = [(str(i), n.get("class_type")) for i, n in graph.items() if isinstance(n, Mapping)]
-    loads = [i for i, kind in kinds if kind == "LoadImage"]
-    others = {kind for _, kind in kinds} & {"PrimaryInputLoadImage", "LoadTensor"}
-    return loads[0] if len(loads) == 1 and not others else None
 
 
 def id_key(node_id: str) -> tuple[int, int, str]:

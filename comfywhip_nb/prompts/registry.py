@@ -47,9 +47,9 @@ MASK = Annotated[torch.Tensor, "MASK"]
 AUDIO = Annotated[dict, "AUDIO"]
 
 #: ComfyStream conventions: ComfyUI's file loaders/savers stand in for the stream's ends.
-#: Their file inputs ("image", "filename_prefix") are dropped, never opened. A LoadImage maps to
-#: LoadTensor only where ComfyStream's rule makes it the live frame (``graph.live_load_image``);
-#: any other LoadImage reads its file from the allowed folder (``nodes.io.LoadImage``).
+#: Their file inputs ("image", "filename_prefix") are dropped, never opened. A LoadImage maps
+#: to LoadTensor only where ComfyStream's rule makes it the live frame; any other LoadImage
+#: reads its file from the allowed folder (both in ``nodes/load_image.py``).
 ALIASES: Mapping[str, str] = types.MappingProxyType(
     {
         "LoadImage": "LoadTensor",

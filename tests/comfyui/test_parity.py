@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import parity_support
 
 from comfywhip_nb.prompts.nodes import BUILTIN_DISPLAY_NAMES, BUILTIN_NODES
-from comfywhip_nb.prompts.nodes.io import LoadImage
+from comfywhip_nb.prompts.nodes.load_image import LoadImage
 from comfywhip_nb.prompts.registry import STREAM_ENDS, entry_kind
 
 SIZES = [(1, 32, 48), (2, 17, 23), (1, 9, 7)]
