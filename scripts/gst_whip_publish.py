@@ -39,13 +39,13 @@ gi.require_version("GstWebRTC", "1.0")
 from gi.repository import Gst, GstSdp, GstWebRTC  # noqa: E402
 
 VIDEO_BRANCHES = {
-    # keyframe every second: the server waits for one before the first processed frame
+    # the server waits for a keyframe before the first processed frame
     "vp8": (
-        "vp8enc deadline=1 cpu-used=8 keyframe-max-dist={fps} ! rtpvp8pay pt=96 ! "
+        "vp8enc name=venc deadline=1 cpu-used=8 keyframe-max-dist={gop} ! rtpvp8pay pt=96 ! "
         "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000"
     ),
     "h264": (
-        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! "
+        "x264enc name=venc tune=zerolatency speed-preset=ultrafast key-int-max={gop} ! "
         "video/x-h264,profile=constrained-baseline ! "
         "rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency ! "
         "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,"
@@ -136,7 +136,7 @@ class Publisher:
 
     def __init__(self, args: argparse.Namespace) -> None:
         Gst.init(None)
-        video = VIDEO_BRANCHES[args.video].format(fps=args.fps)
+        video = VIDEO_BRANCHES[args.video].format(gop=round(args.fps * args.keyframe_interval))
         desc = (
             "webrtcbin name=wb bundle-policy=max-bundle "
             f"videotestsrc is-live=true pattern=ball ! "
@@ -147,6 +147,9 @@ class Publisher:
             desc += f"{AUDIO_BRANCHES[args.audio]} ! queue ! wb. "
         self.pipeline = Gst.parse_launch(desc)
         self.wb = self.pipeline.get_by_name("wb")
+        if args.ignore_keyframe_requests:  # behave like OBS and many hardware encoders
+            src = self.pipeline.get_by_name("venc").get_static_pad("src")
+            src.add_probe(Gst.PadProbeType.EVENT_UPSTREAM, _drop_keyframe_requests)
         self.negotiation_needed = threading.Event()
         self.candidates: queue.Queue[tuple[int, str]] = queue.Queue()
         self.wb.connect("on-negotiation-needed", lambda *_: self.negotiation_needed.set())
@@ -211,6 +214,14 @@ class Publisher:
 
     def stop(self) -> None:
         self.pipeline.set_state(Gst.State.NULL)
+
+
+def _drop_keyframe_requests(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+    """Swallow the force-key-unit events webrtcbin sends upstream when the server asks (PLI)."""
+    structure = info.get_event().get_structure()
+    if structure is not None and structure.get_name() == "GstForceKeyUnit":
+        return Gst.PadProbeReturn.DROP
+    return Gst.PadProbeReturn.OK
 
 
 def ice_credentials(sdp: str) -> tuple[str, str, str]:
@@ -314,6 +325,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--keyframe-interval", type=float, default=1.0, help="seconds")
+    parser.add_argument(
+        "--ignore-keyframe-requests",
+        action="store_true",
+        help="drop the server's keyframe requests (PLI), as OBS and hardware encoders do",
+    )
     parser.add_argument("--connect-timeout", type=float, default=20.0)
     parser.add_argument(
         "--stop",

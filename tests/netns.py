@@ -71,12 +71,16 @@ def remove_stale() -> None:
 
 
 class NetNamespace:
-    """``with NetNamespace() as ns:`` runs the block's thread inside a fresh namespace."""
+    """``with NetNamespace() as ns:`` runs the block's thread inside a fresh namespace.
 
-    def __init__(self) -> None:
+    ``veth=False`` leaves it with ``lo`` only: a machine without a network, as in containers.
+    """
+
+    def __init__(self, veth: bool = True) -> None:
         n = next(_counter)
         self.name = f"{PREFIX}{os.getpid()}-{n}"
-        self.address = f"10.213.{n % 250}.1"
+        self.veth = veth
+        self.address = f"10.213.{n % 250}.1" if veth else None
         self._home_fd: int | None = None
 
     def __enter__(self) -> NetNamespace:
@@ -85,10 +89,11 @@ class NetNamespace:
         try:
             ns = ("-n", self.name)
             _ip(*ns, "link", "set", "lo", "up")
-            _ip(*ns, "link", "add", "cwpub0", "type", "veth", "peer", "name", "cwpub1")
-            _ip(*ns, "addr", "add", f"{self.address}/24", "dev", "cwpub0")
-            _ip(*ns, "link", "set", "cwpub0", "up")
-            _ip(*ns, "link", "set", "cwpub1", "up")
+            if self.veth:
+                _ip(*ns, "link", "add", "cwpub0", "type", "veth", "peer", "name", "cwpub1")
+                _ip(*ns, "addr", "add", f"{self.address}/24", "dev", "cwpub0")
+                _ip(*ns, "link", "set", "cwpub0", "up")
+                _ip(*ns, "link", "set", "cwpub1", "up")
             # IPv6 link-local addresses would only add candidates that cannot help
             subprocess.run(
                 ["ip", "netns", "exec", self.name, "sysctl", "-qw",
