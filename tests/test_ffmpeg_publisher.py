@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_until
+from netns import NetNamespace, unavailable_reason
 
 from comfywhip_nb.server import WhipServer
 
@@ -96,3 +97,24 @@ def test_ffmpeg_without_the_token_is_refused(tmp_path: Path) -> None:
         calls = exchanges(server)
     assert done.returncode != 0
     assert calls == [("POST", 401)], calls
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=f"netns: {unavailable_reason()}")
+def test_ffmpeg_publishes_on_a_machine_with_only_loopback(
+    real_host_addresses: None, tmp_path: Path
+) -> None:
+    """No network but ``lo`` (containers, CI): aioice gathers nothing there, so the server,
+    bound to 127.0.0.1, adds a loopback candidate to its own answers."""
+    seen: dict[str, object] = {}
+    with NetNamespace(veth=False), WhipServer(port=0, media_timeout=10.0) as server:
+        server._core.listeners.append(
+            lambda event, session: (
+                seen.setdefault("info", session.info()) if event == "closed" else None
+            )
+        )
+        done = run_ffmpeg(ffmpeg_whip_command(server.whip_url, 4), tmp_path / "ff.log")
+        assert done.returncode == 0, done.stdout[-3000:]
+        wait_until(lambda: "info" in seen and not server.sessions, timeout=15)
+        calls = exchanges(server)
+    assert seen["info"].frames_processed > 0
+    assert ("DELETE", 200) in calls, calls

@@ -10,6 +10,7 @@ GStreamer's DTLS certificate is RSA and the handshake ends with "no shared ciphe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -94,6 +95,9 @@ class PublisherProcess:
     def stop_and_wait(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # the script DELETEs, then exits
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout: float) -> int:
         try:
             self.proc.wait(timeout=timeout)
         finally:
@@ -153,3 +157,69 @@ def test_webrtcbin_publishes_video_and_opus(
         wait_until(lambda: info.id not in server.sessions, timeout=10)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert re.search(rf"WHIP: {info.id[:8]} ended \(delete\)", logged), logged[-3000:]
+
+
+def _run_until_frames(server: WhipServer, publisher: PublisherProcess, frames: int = 5):
+    """Wait for the publisher to connect and the server to process ``frames`` frames."""
+    wait_until(lambda: publisher.seen("connected") or publisher.proc.poll() is not None, timeout=40)
+    assert publisher.seen("connected"), (publisher.events, publisher.stderr[-2000:])
+    return wait_until(
+        lambda: next((i for i in server.sessions.values() if i.frames_processed >= frames), None),
+        timeout=40,
+    )
+
+
+def test_without_the_rsa_suites_dtls_fails_and_the_log_says_so(
+    netns: NetNamespace, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiortc's own cipher list (ECDSA only): GStreamer's RSA certificate finds no shared
+    cipher. The session's end names DTLS and the alert, not ICE, and the publisher's DELETE
+    of the session that just ended still gets 200."""
+    from comfywhip_nb import dtls
+
+    monkeypatch.setattr(dtls, "SERVER_DTLS_CIPHERS", dtls.SERVER_DTLS_CIPHERS.split(":E")[0])
+    with WhipServer(port=0) as server:
+        publisher = PublisherProcess([server.whip_url, "--video", "vp8", "--duration", "5"])
+        try:
+            rc = publisher.wait_exit(timeout=60)  # it gives up by itself
+        finally:
+            publisher.kill()
+    assert rc == 3, (rc, publisher.events, publisher.stderr[-2000:])
+    assert publisher.seen("delete")["status"] == 200
+    location = publisher.seen("resource")["location"]
+    session_id = location.rsplit("/", 1)[1]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert re.search(
+        rf"WHIP: {session_id[:8]} ended \(dtls_failed\): DTLS handshake failed: "
+        r"publisher sent alert handshake_failure",
+        logged,
+    ), logged[-3000:]
+    assert "ice_failed" not in logged
+
+
+def test_a_publisher_that_ignores_keyframe_requests_gets_one_clear_log_line(
+    netns: NetNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Like OBS: no keyframe on request, the next one only after its interval. Instead of a
+    decode warning per frame, the log says once what to set; stats show the wait."""
+    with WhipServer(port=0, media_timeout=10.0) as server:
+        publisher = PublisherProcess(
+            [server.whip_url, "--video", "vp8", "--audio", "none", "--duration", "60",
+             "--keyframe-interval", "3", "--ignore-keyframe-requests"]
+        )  # fmt: skip
+        try:
+            info = _run_until_frames(server, publisher)
+            assert publisher.stop_and_wait() == 0, publisher.events
+        finally:
+            publisher.kill()
+    assert info.video_state == "receiving"
+    assert info.first_frame_ms is not None and info.first_frame_ms > 0
+    mine = [r for r in caplog.records if info.id[:8] in r.getMessage()]
+    waits = [r for r in mine if "waiting for a keyframe" in r.getMessage()]
+    assert len(waits) == 1, [r.getMessage() for r in mine]
+    assert "keyframe interval" in waits[0].getMessage()
+    noisy = [
+        r for r in caplog.records if "failed to decode" in r.getMessage()
+        and r.levelno >= logging.INFO
+    ]  # fmt: skip
+    assert noisy == [], [r.getMessage() for r in noisy]
