@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import itertools
 import os
 import shutil
@@ -41,6 +42,7 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
     """Why a namespace cannot be made here, or None when it can."""
     if shutil.which("ip") is None:
