@@ -28,6 +28,10 @@ class EndReason(str, Enum):
     MEDIA_TIMEOUT = "media_timeout"
     CONNECT_TIMEOUT = "connect_timeout"
     SERVER_STOP = "server_stop"
+    CLOSED_BY_SERVER = "closed_by_server"
+    """Closed from Python (``WhipServer.close_session``, the dashboard)."""
+    SOURCE_ENDED = "source_ended"
+    """A WHEP viewer whose watched publisher ended."""
     REJECTED = "rejected"
     """The offer could not be answered (no common codec, unusable SDP)."""
 

@@ -5,8 +5,10 @@ up, so the first frames that arrive are delta frames and nothing can be decoded 
 encoder's next scheduled keyframe. aiortc's decoder thread logs "failed to decode" at WARNING
 for each of them. ``DecodeWarnings`` is a ``logging.Filter`` on aiortc's receiver logger
 that recognises those records when they come from the decoder thread of a server session
-still waiting for its first frame: it demotes them to DEBUG and tells the session, which
-logs once "waiting for a keyframe from the publisher; set its keyframe interval to 1-2 s".
+still waiting for its first frame: it drops them and tells the session, which logs once
+"waiting for a keyframe from the publisher; set its keyframe interval to 1-2 s". (Demoting
+to DEBUG would not do: handlers without a level, as ``logging.basicConfig`` makes, print
+DEBUG records of loggers that let them through.)
 Records from anything else (other peers in the process, a session that already decodes)
 pass unchanged.
 
@@ -38,7 +40,7 @@ def decoder_threads(pc: Any) -> list[threading.Thread]:
 
 
 class DecodeWarnings(logging.Filter):
-    """Demotes aiortc's per-frame decode warnings of sessions waiting for a keyframe."""
+    """Drops aiortc's per-frame decode warnings of sessions waiting for a keyframe."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -61,7 +63,7 @@ class DecodeWarnings(logging.Filter):
         threads: Callable[[], list[threading.Thread]],
         on_failure: Callable[[], bool],
     ) -> None:
-        """``on_failure()`` runs on the decoder thread; True demotes the warning."""
+        """``on_failure()`` runs on the decoder thread; True drops the warning."""
         self.install()
         with self._lock:
             self._watched = {**self._watched, key: (threads, on_failure)}
@@ -77,9 +79,7 @@ class DecodeWarnings(logging.Filter):
             return True
         for threads, on_failure in self._watched.values():
             if any(t.ident == record.thread for t in threads()):
-                if on_failure():
-                    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-                break
+                return not on_failure()
         return True
 
 

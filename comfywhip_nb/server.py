@@ -31,6 +31,7 @@ from aiohttp import web
 
 from .api import setup_api_routes
 from .core import ServerConfig, WhipCore
+from .end_reason import EndReason, SessionEnd
 from .ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .prompt_store import PromptStore
 from .sessions import SessionInfo
@@ -92,6 +93,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        ice_loopback: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -114,6 +116,7 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            ice_loopback=ice_loopback,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None
@@ -411,7 +414,8 @@ class WhipServer:
         """End one session as a DELETE would; returns False for an unknown id."""
 
         async def close() -> bool:
-            return await self.core.close_session(session_id, "closed from Python")
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, "closed from Python")
+            return await self.core.close_session(session_id, end)
 
         return self._call(close())
 

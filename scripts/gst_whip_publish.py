@@ -48,8 +48,7 @@ VIDEO_BRANCHES = {
         "x264enc name=venc tune=zerolatency speed-preset=ultrafast key-int-max={gop} ! "
         "video/x-h264,profile=constrained-baseline ! "
         "rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency ! "
-        "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,"
-        "packetization-mode=(string)1,profile-level-id=(string)42e01f"
+        "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000"
     ),
 }
 AUDIO_BRANCHES = {
@@ -147,9 +146,14 @@ class Publisher:
             desc += f"{AUDIO_BRANCHES[args.audio]} ! queue ! wb. "
         self.pipeline = Gst.parse_launch(desc)
         self.wb = self.pipeline.get_by_name("wb")
-        if args.ignore_keyframe_requests:  # behave like OBS and many hardware encoders
-            src = self.pipeline.get_by_name("venc").get_static_pad("src")
-            src.add_probe(Gst.PadProbeType.EVENT_UPSTREAM, _drop_keyframe_requests)
+        self.connected = threading.Event()
+        encoded = self.pipeline.get_by_name("venc").get_static_pad("src")
+        # behave like OBS and many hardware encoders: no keyframe on request, and no media
+        # until the connection is up (so the first frames the server gets are delta frames)
+        if args.ignore_keyframe_requests:
+            encoded.add_probe(Gst.PadProbeType.EVENT_UPSTREAM, _drop_keyframe_requests)
+        if args.drop_until_connected:
+            encoded.add_probe(Gst.PadProbeType.BUFFER, self._drop_until_connected)
         self.negotiation_needed = threading.Event()
         self.candidates: queue.Queue[tuple[int, str]] = queue.Queue()
         self.wb.connect("on-negotiation-needed", lambda *_: self.negotiation_needed.set())
@@ -163,6 +167,13 @@ class Publisher:
     def _on_state(self, wb: Gst.Element, pspec: object) -> None:
         value = wb.get_property(pspec.name)
         emit("state", name=pspec.name, value=value.value_nick)
+        if pspec.name == "connection-state" and value.value_nick == "connected":
+            self.connected.set()
+
+    def _drop_until_connected(self, _pad: Gst.Pad, _info: object) -> Gst.PadProbeReturn:
+        if self.connected.is_set():
+            return Gst.PadProbeReturn.OK
+        return Gst.PadProbeReturn.DROP
 
     def connection_state(self) -> str:
         return self.wb.get_property("connection-state").value_nick
@@ -180,13 +191,18 @@ class Publisher:
                 break
             transceiver.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
 
-    def create_offer(self) -> GstWebRTC.WebRTCSessionDescription:
-        if not self.negotiation_needed.wait(10):
-            fail("webrtcbin never asked for negotiation")
-        reply = wait_promise(self._emit_promise("create-offer", None), "create-offer")
+    def create_offer(self) -> str:
+        """Create and set the local offer; its SDP text (no candidates yet)."""
+        if not self.negotiation_needed.wait(20):
+            fail("webrtcbin never asked for negotiation (caps not negotiated?)")
+        promise = self._emit_promise("create-offer", None)
+        reply = wait_promise(promise, "create-offer")
+        # the offer belongs to the promise's reply: use it while the promise is alive
         offer = reply.get_value("offer")
+        text = offer.sdp.as_text()
         self._emit_promise("set-local-description", offer).wait()
-        return offer
+        del promise
+        return text
 
     def set_answer(self, sdp: str) -> None:
         result, message = GstSdp.SDPMessage.new_from_text(sdp)
@@ -270,10 +286,10 @@ def run(args: argparse.Namespace) -> int:
     pub = Publisher(args)
     http = Http(args.url, args.token)
     pub.start()
-    offer = pub.create_offer()
+    offer_text = pub.create_offer()
     deadline = time.monotonic() + args.connect_timeout
     if args.trickle:
-        offer_sdp = offer.sdp.as_text()  # no candidates yet: they follow in PATCHes
+        offer_sdp = offer_text  # no candidates yet: they follow in PATCHes
     else:
         while not pub.gathering_complete() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -330,6 +346,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ignore-keyframe-requests",
         action="store_true",
         help="drop the server's keyframe requests (PLI), as OBS and hardware encoders do",
+    )
+    parser.add_argument(
+        "--drop-until-connected",
+        action="store_true",
+        help="drop encoded video until the connection is up, as OBS does",
     )
     parser.add_argument("--connect-timeout", type=float, default=20.0)
     parser.add_argument(
