@@ -198,8 +198,9 @@ class WhipCore:
         if session is None:
             return False
         session.record_end(end)
-        await session.close()
+        # remembered before the await: a DELETE arriving while it closes gets 200
         self.ended.add(session.id, session.kind, session.end or end, session.info())
+        await session.close()
         self.notify("closed", session)
         return True
 
