@@ -88,24 +88,20 @@ class DtlsAlerts:
         """Why the handshake failed, in words, or None when no alert says so."""
         if self.handshake_done:
             return None
+        if self.sent:  # OpenSSL (this server) refused what the publisher sent
+            alert = self.sent[-1]
+            if alert == "illegal_parameter":
+                return (
+                    f"peer certificate curve not supported (server sent alert {alert}; FFmpeg "
+                    "built with gnutls sends a P-224 certificate: use an FFmpeg built with "
+                    "OpenSSL, e.g. the imageio-ffmpeg wheel)"
+                )
+            return f"the server refused the publisher's handshake (server sent alert {alert})"
         if self.received:
-            return f"publisher sent alert {self.received[-1]}" + _hint(self.received[-1], True)
-        if self.sent:
-            return f"server sent alert {self.sent[-1]}" + _hint(self.sent[-1], False)
+            alert = self.received[-1]
+            hint = " (no shared cipher suite or signature algorithm)"
+            return f"publisher sent alert {alert}" + (hint if alert == "handshake_failure" else "")
         return None
-
-
-def _hint(alert: str, from_peer: bool) -> str:
-    if alert == "handshake_failure" and from_peer:
-        return " (no shared cipher suite or signature algorithm)"
-    if alert in ("illegal_parameter", "handshake_failure", "bad_certificate") and not from_peer:
-        # FFmpeg builds using gnutls send a P-224 certificate, which OpenSSL refuses
-        return (
-            ": peer certificate curve not supported (FFmpeg built with gnutls sends a "
-            "P-224 certificate; use an FFmpeg built with OpenSSL, e.g. the imageio-ffmpeg "
-            "wheel)"
-        )
-    return ""
 
 
 class ServerCertificate(RTCCertificate):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,45 @@ def test_ffmpeg_publishes_on_a_machine_with_only_loopback(
         calls = exchanges(server)
     assert seen["info"].frames_processed > 0
     assert ("DELETE", 200) in calls, calls
+
+
+#: FFmpeg's WHIP muxer through PyAV (a runtime dependency), whose FFmpeg 8.1 uses gnutls
+GNUTLS_PUBLISHER = """
+import sys, numpy as np, av
+out = av.open(sys.argv[1], mode="w", format="whip", options={"handshake_timeout": "4000"})
+video = out.add_stream("libx264", rate=15)
+video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+video.options = {"tune": "zerolatency", "profile": "baseline", "bf": "0"}
+for i in range(30):
+    frame = av.VideoFrame.from_ndarray(np.zeros((120, 160, 3), np.uint8), format="rgb24")
+    frame.pts = i
+    for packet in video.encode(frame):
+        out.mux(packet)
+out.close()
+"""
+
+
+def test_gnutls_ffmpeg_gets_a_dtls_reason_with_the_hint(caplog: pytest.LogCaptureFixture) -> None:
+    """FFmpeg built with gnutls sends a P-224 certificate that OpenSSL refuses: the log says
+    DTLS (not ICE), names the curve problem and which FFmpeg works."""
+    av = pytest.importorskip("av")
+    if "whip" not in av.formats_available or "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV has no whip muxer or libx264")
+    with WhipServer(port=0) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", GNUTLS_PUBLISHER, server.whip_url],
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        wait_until(lambda: not server.sessions, timeout=15)
+        calls = exchanges(server)
+    if done.returncode == 0:
+        pytest.skip("this PyAV's FFmpeg connects (built with OpenSSL?)")
+    assert ("POST", 201) in calls, calls
+    assert ("DELETE", 200) in calls, calls  # its DELETE comes after the session ended
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert re.search(
+        r"ended \(dtls_failed\): DTLS handshake failed: peer certificate curve not supported"
+        r".*gnutls.*OpenSSL",
+        logged,
+    ), logged[-3000:]
+    assert "ice_failed" not in logged
