@@ -14,9 +14,9 @@ from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80, generate_certificate
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
-from comfywhip_nb.dtls import ServerCertificate, dtls_alerts, use_server_dtls
-from comfywhip_nb.end_reason import EndReason, end_from_peer
-from comfywhip_nb.testsrc import TestPatternTrack
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.rtc.dtls import ServerCertificate, dtls_alerts, use_server_dtls
+from comfywhip_nb.rtc.end_reason import EndReason, end_from_peer
 
 
 def _ciphers(certificate: RTCCertificate) -> list[str]:

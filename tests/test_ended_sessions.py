@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from comfywhip_nb.end_reason import EndReason, SessionEnd
-from comfywhip_nb.ended import EndedSessions
+from comfywhip_nb.rtc.end_reason import EndReason, SessionEnd
+from comfywhip_nb.rtc.ended import EndedSessions
 
 END = SessionEnd(EndReason.CLOSED_BY_PEER, "the publisher closed DTLS (close_notify)")
 

@@ -174,7 +174,7 @@ def test_without_the_rsa_suites_dtls_fails_and_the_log_says_so(
     """aiortc's own cipher list (ECDSA only): GStreamer's RSA certificate finds no shared
     cipher. The session's end names DTLS and the alert, not ICE, and the publisher's DELETE
     of the session that just ended still gets 200."""
-    from comfywhip_nb import dtls
+    from comfywhip_nb.rtc import dtls
 
     monkeypatch.setattr(dtls, "SERVER_DTLS_CIPHERS", dtls.SERVER_DTLS_CIPHERS.split(":E")[0])
     with WhipServer(port=0) as server:

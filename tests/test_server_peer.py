@@ -11,7 +11,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from conftest import REAL_GET_HOST_ADDRESSES
 from helpers import make_offer
 
-from comfywhip_nb.peer import ServerPeerConnection, is_loopback_host
+from comfywhip_nb.rtc.peer import ServerPeerConnection, is_loopback_host
 
 
 def _host_candidates(sdp: str) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from aiortc import RTCSessionDescription
 from helpers import async_wait_until, make_offer
 
-from comfywhip_nb.ice import IceServer
+from comfywhip_nb.rtc.ice import IceServer
 from comfywhip_nb.server import WhipServer
 
 SDP = {"Content-Type": "application/sdp"}

@@ -1,7 +1,7 @@
 """The server's state on its event loop: configuration, sessions, prompts, lifecycle.
 
-``whip.py`` and ``api.py`` translate HTTP into calls on ``WhipCore``; ``server.py`` runs it
-on its own loop thread. Everything in here runs on that loop, except ``PromptStore`` (which is
+The ``http/`` handlers turn HTTP into calls on ``WhipCore``; ``server.py`` runs it on its
+own loop thread. Everything in here runs on that loop, except ``PromptStore`` (which is
 thread-safe) and the per-session ``FrameProcessor`` worker threads.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
-from .end_reason import EndReason, SessionEnd, end_from_peer
-from .ended import EndedSessions
 from .errors import BadRequest, TooManySessions, UnprocessableOffer
-from .ice import IceServer
-from .offer import OfferSummary, check_offer
-from .peer import ServerPeerConnection, is_loopback_host
-from .prompt_store import PromptStore, VersionedPrompt
-from .sessions import Session, SessionRegistry
+from .prompts.store import PromptStore, VersionedPrompt
+from .rtc.end_reason import EndReason, SessionEnd, end_from_peer
+from .rtc.ended import EndedSessions
+from .rtc.ice import IceServer
+from .rtc.offer_checks import OfferSummary, check_offer
+from .rtc.peer import ServerPeerConnection, is_loopback_host
+from .rtc.sessions import Session, SessionRegistry
 
 __all__ = ["ServerConfig", "WhipCore"]
 
@@ -61,10 +61,10 @@ class ServerConfig:
     prompts_dir: str | None = None
     """Folder prompt files may be loaded from (``None``: current directory)."""
     warmup: bool = False
-    """Run every new prompt once on a blank frame before it goes live (see ``warmup.py``)."""
+    """Run every new prompt once on a blank frame before it goes live (``prompts/warmup.py``)."""
     ice_loopback: bool = False
     """Give the server's peers a 127.0.0.1 host candidate even when ``host`` is not a
-    loopback address (it always does when it is; see ``peer.py``)."""
+    loopback address (it always does when it is; see ``rtc/peer.py``)."""
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""
@@ -158,7 +158,7 @@ class WhipCore:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if kind == "whip" and self.config.echo_processed and summary.wants_media_back:
-                from .egress import attach_echo
+                from .pipeline.egress import attach_echo
 
                 attach_echo(self, session)
             answer = await pc.createAnswer()

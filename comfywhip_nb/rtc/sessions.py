@@ -20,9 +20,9 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
 from .end_reason import EndReason, SessionEnd
 from .keyframe_wait import DECODE_WARNINGS, decoder_threads
-from .processing import FrameProcessor, ProcessedFrame, ProcessingStats
 
 __all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
 

@@ -27,20 +27,19 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
 from aiortc.sdp import SessionDescription
 
-from .core import DEFAULT_CHANNEL, WhipCore
-from .egress import PUBLISHER_KINDS, ProcessedVideoTrack, viewer_track
-from .end_reason import EndReason, SessionEnd, end_from_peer
-from .errors import BadRequest, MethodNotAllowed, NotFound, TooManySessions, UnprocessableOffer
-from .ice import format_link_header
-from .sessions import Session
+from ..errors import BadRequest, MethodNotAllowed, NotFound, TooManySessions, UnprocessableOffer
+from ..pipeline.egress import PUBLISHER_KINDS, ProcessedVideoTrack, viewer_track
+from ..rtc.end_reason import EndReason, SessionEnd, end_from_peer
+from ..rtc.ice import format_link_header
+from ..rtc.sessions import Session
+from ..server_state import DEFAULT_CHANNEL, WhipCore
+from .bodies import read_body
+from .middleware import core_of, options_response
 from .whip import (
     SDP,
     SDPFRAG,
     answer_late_delete,
-    core_of,
-    options_response,
     patch_session,
-    read_body,
     require_content_type,
     resource_url,
 )
