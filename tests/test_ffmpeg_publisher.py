@@ -83,6 +83,7 @@ def test_ffmpeg_whip_muxer_publishes_h264_and_opus(
         calls = exchanges(server)
     assert info.frames_processed > 0, info
     assert info.audio_frames_in > 0, info
+    assert (info.end_reason, info.to_dict()["end_reason"]) == ("delete", "delete")
     assert ("POST", 201) in calls, calls
     assert ("DELETE", 200) in calls, calls
     assert all(status < 500 for _, status in calls), calls
