@@ -36,6 +36,7 @@ from .http.whip import setup_whip_routes
 from .pipeline.egress import Egress
 from .pipeline.processor import ProcessedFrame
 from .prompts.store import PromptStore, VersionedPrompt
+from .rtc.end_reason import EndReason, SessionEnd
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .rtc.sessions import SessionInfo
 from .server_state import ServerConfig, WhipCore
@@ -107,6 +108,7 @@ class WhipServer:
         echo_processed: bool = False,
         warmup: bool = False,
         shared_encoding: bool = True,
+        ice_loopback: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -130,6 +132,7 @@ class WhipServer:
             echo_processed=echo_processed,
             warmup=warmup,
             shared_encoding=shared_encoding,
+            ice_loopback=ice_loopback,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None
@@ -472,7 +475,8 @@ class WhipServer:
         """End one session as a DELETE would; returns False for an unknown id."""
 
         async def close() -> bool:
-            return await self.core.close_session(session_id, "closed from Python")
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, "closed from Python")
+            return await self.core.close_session(session_id, end)
 
         return self._call(close())
 

@@ -15,14 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
 from .errors import BadRequest, TooManySessions, UnprocessableOffer, WhipError
 from .prompts.store import PromptStore, VersionedPrompt
+from .rtc.end_reason import EndReason, SessionEnd, end_from_peer
+from .rtc.ended import EndedSessions
 from .rtc.ice import IceServer
 from .rtc.lifecycle import EventBus, SessionEvent, SessionEventType, SessionKind
 from .rtc.offer_checks import OfferSummary, check_offer, check_viewer_offer
+from .rtc.peer import ServerPeerConnection, is_loopback_host
 from .rtc.sessions import FrameHook, Session, SessionRegistry
 
 __all__ = ["PromptSwap", "ServerConfig", "WhipCore"]
@@ -60,6 +63,9 @@ class ServerConfig:
     """Folder prompt files may be loaded from (``None``: current directory)."""
     warmup: bool = False
     """Run every new prompt once on a blank frame before it goes live (``prompts/warmup.py``)."""
+    ice_loopback: bool = False
+    """Give the server's peers a 127.0.0.1 host candidate even when ``host`` is not a
+    loopback address (it always does when it is; see ``rtc/peer.py``)."""
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""
@@ -81,6 +87,9 @@ class WhipCore:
         self.prompts = prompts
         self.sessions = SessionRegistry()
         self.events = EventBus()
+        #: sessions that ended in the last minute, so a late DELETE still gets 200 (small
+        #: records: id, kind, end and a ``SessionInfo``; never frames)
+        self.ended = EndedSessions()
         self.started_at = time.time()
         self._reaper: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
@@ -98,8 +107,9 @@ class WhipCore:
             with contextlib.suppress(BaseException):
                 await self._reaper
             self._reaper = None
+        stop = SessionEnd(EndReason.SERVER_STOP, "the server is stopping")
         await asyncio.gather(
-            *(self.close_session(s.id, "server stopping") for s in self.sessions.values()),
+            *(self.close_session(s.id, stop) for s in self.sessions.values()),
             return_exceptions=True,
         )
         if self._closing:
@@ -109,6 +119,11 @@ class WhipCore:
     def rtc_configuration(self) -> RTCConfiguration:
         # an explicit list, even empty: aiortc would otherwise fall back to a public STUN
         return RTCConfiguration(iceServers=[s.to_rtc() for s in self.config.ice_servers])
+
+    def new_peer(self) -> ServerPeerConnection:
+        """A peer connection for the server's side of a session (WHIP, WHEP, ``/offer``)."""
+        loopback = self.config.ice_loopback or is_loopback_host(self.config.host)
+        return ServerPeerConnection(self.rtc_configuration(), loopback=loopback)
 
     # -- sessions -------------------------------------------------------------------------
     async def create_session(
@@ -133,7 +148,7 @@ class WhipCore:
         summary = check_viewer_offer(sdp) if kind is SessionKind.WHEP else check_offer(sdp)
         if len(self.sessions) >= self.config.max_sessions:
             raise TooManySessions(self.config.max_sessions)
-        pc = RTCPeerConnection(self.rtc_configuration())
+        pc = self.new_peer()
         session = Session(
             pc,
             channel_id=channel_id or DEFAULT_CHANNEL,
@@ -167,7 +182,8 @@ class WhipCore:
                 live.connected_at = time.monotonic()
             self.publish(SessionEventType.STATE, live)
             if state in ("failed", "closed"):
-                await self.close_session(session_id, f"ICE {state}")
+                end = end_from_peer(live.pc, was_connected=live.connected_at is not None)
+                await self.close_session(session_id, end)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -177,8 +193,9 @@ class WhipCore:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises assorted types on hostile SDP
-            reason = "no common codec" if isinstance(exc, OperationError) else "unusable offer"
-            await self._end(session, reason)  # also stops a worker a track started
+            detail = "no common codec" if isinstance(exc, OperationError) else "unusable offer"
+            # also stops a worker a track started
+            await self._end(session, SessionEnd(EndReason.REJECTED, detail))
             if isinstance(exc, OperationError):
                 raise _no_codec_error(kind, summary, exc) from exc
             if isinstance(exc, WhipError):
@@ -200,30 +217,42 @@ class WhipCore:
         self.publish(SessionEventType.CREATED, session)
         return session, pc.localDescription.sdp, summary
 
-    async def close_session(self, session_id: str, reason: str) -> bool:
-        """The one close path: DELETE, ICE failure or close, timeouts, server stop."""
+    async def close_session(self, session_id: str, end: SessionEnd | str) -> bool:
+        """The one close path: DELETE, ICE/DTLS failure, peer close, timeouts, server stop.
+
+        Records the end (the first end wins: a DELETE racing the peer's own close keeps
+        whichever came first; a plain string is an end ``closed_by_server`` with that detail)
+        and remembers it before the await, so a DELETE arriving while it closes gets 200.
+        Returns False when no live session has that id.
+        """
+        if isinstance(end, str):
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, end)
         session = self.sessions.pop(session_id)
         if session is None:
             return False
-        await self._end(session, reason)
+        session.record_end(end)
+        self.ended.add(session.id, session.kind, session.end or end, session.info())
+        await self._end(session, end)
         return True
 
-    def close_session_soon(self, session_id: str, reason: str) -> None:
+    def close_session_soon(self, session_id: str, end: SessionEnd) -> None:
         """``close_session`` from a synchronous callback (a track ending, a state change)."""
         if session_id not in self.sessions:
             return
-        task = asyncio.ensure_future(self.close_session(session_id, reason))
+        task = asyncio.ensure_future(self.close_session(session_id, end))
         self._closing.add(task)  # asyncio keeps only weak references to tasks
         task.add_done_callback(self._closing.discard)
 
-    async def _end(self, session: Session, reason: str) -> None:
-        await session.close(reason)
-        self.publish(SessionEventType.CLOSED, session, reason)  # then its subscriptions end
+    async def _end(self, session: Session, end: SessionEnd) -> None:
+        await session.close(end)
+        self.publish(SessionEventType.CLOSED, session, end)  # then its subscriptions end
         session.release()
 
-    def publish(self, kind: SessionEventType, session: Session, reason: str | None = None) -> None:
+    def publish(
+        self, kind: SessionEventType, session: Session, end: SessionEnd | None = None
+    ) -> None:
         """Tell subscribers (events, control, egress, widgets) about a session event."""
-        self.events.publish(SessionEvent(kind, session, reason))
+        self.events.publish(SessionEvent(kind, session, end))
 
     def _frame_hooks(self) -> tuple[FrameHook, ...]:
         return self.frame_hooks
@@ -306,15 +335,18 @@ class WhipCore:
         for session in self.sessions.values():
             if session.connected_at is None:
                 if now - session.created_mono > self.config.connect_timeout:
-                    await self.close_session(session.id, "not connected in time")
+                    timeout = self.config.connect_timeout
+                    end = SessionEnd(EndReason.CONNECT_TIMEOUT, f"not connected in {timeout:g} s")
+                    await self.close_session(session.id, end)
                 continue
             if not session.kind.publishes:  # viewers receive: no media to time out on
                 continue
             last = session.last_media_at or session.connected_at
             if now - last > self.config.media_timeout:
-                await self.close_session(
-                    session.id, f"no media for {self.config.media_timeout:g} s"
+                end = SessionEnd(
+                    EndReason.MEDIA_TIMEOUT, f"no media for {self.config.media_timeout:g} s"
                 )
+                await self.close_session(session.id, end)
 
 
 @dataclass(frozen=True)

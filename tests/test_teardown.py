@@ -141,17 +141,40 @@ async def offer_cycle(server: WhipServer, refs: Refs) -> None:
     await async_wait_until(lambda: session_id not in server.core.sessions, timeout=15)
 
 
-async def churn(server: WhipServer, cycle: Callable[[WhipServer, Refs], Awaitable[None]]) -> None:
-    for _ in range(WARMUP):
-        await cycle(server, [])
+async def run_cycles(
+    server: WhipServer,
+    cycle: Callable[[WhipServer, Refs], Awaitable[None]],
+    count: int,
+    refs: Refs,
+    publisher: bool,
+) -> None:
+    """``count`` cycles; with ``publisher``, a WHIP publisher for them to watch, ended after
+    (so what is counted afterwards is only what the ended sessions left behind)."""
+    source = WHIPClient(server.whip_url) if publisher else None
+    if source is not None:
+        await source.publish(TestPatternTrack(160, 120, 15))
+    try:
+        for _ in range(count):
+            await cycle(server, refs)
+    finally:
+        if source is not None:
+            await source.unpublish()
+            await async_wait_until(lambda: not server.core.sessions, timeout=10)
+
+
+async def churn(
+    server: WhipServer,
+    cycle: Callable[[WhipServer, Refs], Awaitable[None]],
+    publisher: bool = False,
+) -> None:
+    await run_cycles(server, cycle, WARMUP, [], publisher)
     await asyncio.sleep(0.5)
     gc.collect()
     gc.disable()
     try:
         frames_before, rss_before = video_frames(), rss_bytes()
         refs: Refs = []
-        for _ in range(CYCLES):
-            await cycle(server, refs)
+        await run_cycles(server, cycle, CYCLES, refs, publisher)
         await asyncio.sleep(0.5)  # let the last close's callbacks run
         alive = sorted({name for name, ref in refs if ref() is not None})
         assert alive == [], f"still alive after their sessions ended: {alive}"
@@ -167,12 +190,7 @@ async def test_whip_sessions_are_freed_without_the_cycle_collector(server: WhipS
 
 
 async def test_whep_viewers_are_freed_without_the_cycle_collector(server: WhipServer) -> None:
-    publisher = WHIPClient(server.whip_url)
-    await publisher.publish(TestPatternTrack(160, 120, 15))
-    try:
-        await churn(server, whep_cycle)
-    finally:
-        await publisher.unpublish()
+    await churn(server, whep_cycle, publisher=True)
 
 
 async def test_offer_sessions_are_freed_without_the_cycle_collector(server: WhipServer) -> None:

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ..errors import MethodNotAllowed, NotFound
 from ..pipeline.egress import Egress, ProcessedVideoTrack
+from ..rtc.end_reason import EndReason, SessionEnd
 from ..rtc.ice import format_link_header
 from ..rtc.lifecycle import SessionKind
 from ..rtc.offer_checks import check_viewer_offer
@@ -31,7 +32,14 @@ from ..rtc.sessions import Session
 from ..server_state import DEFAULT_CHANNEL
 from .bodies import read_body
 from .middleware import EGRESS_KEY, core_of, options_response
-from .whip import SDP, SDPFRAG, patch_session, require_content_type, resource_url
+from .whip import (
+    SDP,
+    SDPFRAG,
+    answer_late_delete,
+    patch_session,
+    require_content_type,
+    resource_url,
+)
 
 __all__ = ["check_viewer_offer", "setup_routes"]
 
@@ -98,7 +106,8 @@ def _close_with_source(egress: Egress, session: Session, track: ProcessedVideoTr
 
     def on_ended() -> None:
         if track.source_ended:
-            core.close_session_soon(session_id, "the watched session ended")
+            end = SessionEnd(EndReason.SOURCE_ENDED, "the watched session ended")
+            core.close_session_soon(session_id, end)
 
     track.on("ended", on_ended)
 
@@ -116,9 +125,11 @@ async def whep_resource(request: web.Request) -> web.StreamResponse:
     if method not in RESOURCE_METHODS:
         raise MethodNotAllowed(method, RESOURCE_METHODS)
     if not known or session is None:
+        if method == "DELETE" and answer_late_delete(core, session_id, SessionKind.WHEP):
+            return web.Response(status=200)
         raise NotFound(f"no WHEP session {session_id[:64]!r}")
     if method == "DELETE":
-        await core.close_session(session_id, "DELETE by viewer")
+        await core.close_session(session_id, SessionEnd(EndReason.DELETE, "DELETE from the viewer"))
         return web.Response(status=200)
     if method in ("GET", "HEAD"):
         return web.Response(status=204)

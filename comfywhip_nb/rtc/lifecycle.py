@@ -9,7 +9,7 @@ Every session (WHIP publisher, WHEP viewer, ComfyStream ``/offer``) is created a
 ``CREATED``    the session is answered and registered
 ``STATE``      the peer connection's state changed (``session.connection_state``)
 ``PROMPT``     the prompt the session runs changed
-``CLOSED``     the session ended; ``reason`` says why. Its last event: after it, every
+``CLOSED``     the session ended; ``end`` says why. Its last event: after it, every
                subscription scoped to that session is dropped
 =============  =============================================================================
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .end_reason import SessionEnd
     from .sessions import Session
 
 __all__ = ["EventBus", "SessionEvent", "SessionEventType", "SessionKind", "Subscription"]
@@ -67,8 +68,8 @@ class SessionEvent:
 
     type: SessionEventType
     session: Session
-    reason: str | None = None
-    """Why a session closed (``CLOSED`` only)."""
+    end: SessionEnd | None = None
+    """Why a session closed (``CLOSED`` only): its recorded end."""
 
 
 Handler = Callable[[SessionEvent], None]
