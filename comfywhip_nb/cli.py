@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run each new prompt once on a blank frame before it goes live",
     )
+    serve.add_argument(
+        "--comfyui",
+        metavar="PATH",
+        default=None,
+        help="run prompts with the ComfyUI in PATH (its nodes, custom nodes and models, in "
+        "this process; default $COMFYUI_PATH, else the built-in engine)",
+    )
     serve.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
 
     publish = sub.add_parser("publish", help="publish to a WHIP endpoint with aiortc")
@@ -152,7 +159,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         echo_processed=args.echo_processed,
         rate_limit=args.rate_limit,
         warmup=args.warmup,
+        comfyui=args.comfyui,
     )
+    runtime = getattr(server.engine, "runtime", None)
+    if runtime is not None:
+        print(f"comfywhip: ComfyUI {runtime.version} from {runtime.path} on {runtime.device}")
+        for failure in runtime.failed_packs:
+            print(f"comfywhip: custom node pack did not load: {failure}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         logger.warning(
             "WHIP: listening on %s without --token: anyone who can reach this port can "

@@ -166,10 +166,8 @@ class ControlHub:
         return data
 
     async def get_nodes(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
-        from .prompts import node_catalogue
-
         loop = asyncio.get_running_loop()
-        catalogue = await loop.run_in_executor(None, node_catalogue)
+        catalogue = await loop.run_in_executor(None, self.core.engine.catalogue)
         return {"nodes": {name: describe_node(info) for name, info in catalogue.items()}}
 
     async def update_prompts(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +182,7 @@ class ControlHub:
                 raise ControlError(f"prompts is not valid JSON: {exc}") from None
         if raw is not None:
             try:
-                prompt = await validate_prompts(raw, self.core.config.warmup)
+                prompt = await validate_prompts(raw, self.core.config.warmup, self.core.engine)
             except BadRequest as exc:
                 nodes = exc.extra.get("node_errors")
                 raise ControlError(

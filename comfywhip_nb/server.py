@@ -33,6 +33,7 @@ from .api import setup_api_routes
 from .core import ServerConfig, WhipCore
 from .ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .prompt_store import PromptStore
+from .prompts.engines import comfyui_path_from_env, make_engine
 from .sessions import SessionInfo
 from .trace import TraceRecorder, trace_middleware
 from .whip import CORE_KEY, middlewares, setup_whip_routes
@@ -92,6 +93,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        comfyui: str | Path | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -114,8 +116,12 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            comfyui=str(comfyui) if comfyui else comfyui_path_from_env(),
         )
         self._cert, self._key = cert, key
+        #: the prompt engine: built-in, or the ComfyUI at ``comfyui`` / $COMFYUI_PATH, loaded
+        #: into this process now (in the caller's thread: start-up errors surface in the cell)
+        self.engine = make_engine(self.config.comfyui)
         initial = self._load(prompts) if prompts is not None else None
         self._store = PromptStore(initial)
         self._core: WhipCore | None = None
@@ -129,9 +135,7 @@ class WhipServer:
 
     # -- prompt validation happens in the caller's thread: errors surface in the cell ------
     def _load(self, prompts: Any) -> Any:
-        from .prompts import load_prompt
-
-        prompt = load_prompt(prompts, allowed_dir=self.config.prompts_dir)
+        prompt = self.engine.load(prompts, allowed_dir=self.config.prompts_dir)
         if self.config.warmup:
             from .warmup import warm_up
 
@@ -210,7 +214,7 @@ class WhipServer:
             previous.stop()
 
     async def _startup(self) -> None:
-        self._core = WhipCore(self.config, self._store)
+        self._core = WhipCore(self.config, self._store, self.engine)
         app = web.Application(
             middlewares=[trace_middleware(self.trace), *middlewares(self._core)],
             client_max_size=max(self.config.max_json_bytes, self.config.max_sdp_bytes) + 1024,

@@ -210,7 +210,7 @@ def options_response(request: web.Request, methods: tuple[str, ...], **extra: st
     return response
 
 
-async def parse_prompts_param(raw: str | None, warmup: bool = False) -> Any:
+async def parse_prompts_param(raw: str | None, warmup: bool = False, engine: Any = None) -> Any:
     """Validate a ``prompts=`` JSON value off the loop; PromptError -> 400 with node errors."""
     if raw is None or raw == "":
         return None
@@ -218,12 +218,16 @@ async def parse_prompts_param(raw: str | None, warmup: bool = False) -> Any:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"prompts is not valid JSON: {exc}") from None
-    return await validate_prompts(data, warmup)
+    return await validate_prompts(data, warmup, engine)
 
 
-async def validate_prompts(raw: Any, warmup: bool = False) -> Any:
-    """Validate decoded prompt JSON (dict or list) in the executor; 400 on any problem."""
-    from .prompts import PromptError, load_prompt
+async def validate_prompts(raw: Any, warmup: bool = False, engine: Any = None) -> Any:
+    """Validate decoded prompt JSON (dict or list) in the executor with the server's engine
+    (``core.engine``; the built-in one when None); 400 on any problem."""
+    from .prompts import PromptError
+    from .prompts.engines import BUILTIN
+
+    load = (engine or BUILTIN).load
 
     # over HTTP a prompt is JSON data, never a file path: a string would make load_prompt
     # read a file on the server
@@ -234,7 +238,7 @@ async def validate_prompts(raw: Any, warmup: bool = False) -> Any:
         )
     loop = asyncio.get_running_loop()
     try:
-        prompt = await loop.run_in_executor(None, load_prompt, raw)
+        prompt = await loop.run_in_executor(None, load, raw)
         if warmup:
             from .warmup import warm_up
 
@@ -261,7 +265,9 @@ async def post_offer(request: web.Request) -> web.Response:
     require_content_type(request, SDP)
     sdp = await read_body(request, core.config.max_sdp_bytes)
     channel = request.query.get("channelId") or None
-    prompt = await parse_prompts_param(request.query.get("prompts"), core.config.warmup)
+    prompt = await parse_prompts_param(
+        request.query.get("prompts"), core.config.warmup, core.engine
+    )
     session, answer, _ = await core.create_session(sdp, channel_id=channel, session_prompt=prompt)
     response = web.Response(status=201, text=answer, content_type=SDP)
     response.headers["Location"] = resource_url(request, f"/whip/{session.id}")
