@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/helpers.py
 
-from packs import write_packs  # noqa: E402
+from packs import write_packs, write_tiny_upscaler
 
 VERSION = "0.3.75"
 
@@ -70,6 +70,7 @@ def comfy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _tree(), copy, symlinks=True, ignore=shutil.ignore_patterns("output", "temp", "user")
     )
     write_packs(copy / "custom_nodes", root / "counters")
+    write_tiny_upscaler(copy / "models")
     return copy
 
 

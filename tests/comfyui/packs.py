@@ -170,3 +170,19 @@ def write_packs(custom_nodes: Path, counters: Path) -> None:
         pack = custom_nodes / name
         pack.mkdir(parents=True, exist_ok=True)
         (pack / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
+
+
+def write_tiny_upscaler(models: Path) -> str:
+    """A 2x Real-ESRGAN "Compact" (SRVGGNetCompact) with random weights, small enough to run
+    per frame on a CPU, saved where ComfyUI's UpscaleModelLoader looks; returns its name."""
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    model = Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2)
+    folder = models / "upscale_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "whiptest_compact_x2.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / name))
+    return name

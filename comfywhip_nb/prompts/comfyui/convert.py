@@ -19,7 +19,7 @@ from typing import Any
 
 from ..graph import MAX_NODES, NodeError, PromptError
 
-__all__ = ["check_shape", "errors_from_validation", "apply_stream_rules"]
+__all__ = ["apply_stream_rules", "check_shape", "errors_from_validation"]
 
 LIVE_INPUT = "LoadTensor"
 LIVE_OUTPUTS = ("PreviewImage", "SaveImage")
@@ -40,6 +40,7 @@ def check_shape(graph: Any, index: int | None) -> dict[str, dict[str, Any]]:
     if len(graph) > MAX_NODES:
         fail(f"the prompt has {len(graph)} nodes; at most {MAX_NODES} are allowed")
     out: dict[str, dict[str, Any]] = {}
+    ids = {str(k) for k in graph}
     for raw_id, node in graph.items():
         node_id = str(raw_id)
         if not isinstance(node, dict):
@@ -51,11 +52,9 @@ def check_shape(graph: Any, index: int | None) -> dict[str, dict[str, Any]]:
         if not isinstance(inputs, dict):
             fail(f"'inputs' must be an object, got {type(inputs).__name__}", node_id, class_type)
         for name, value in inputs.items():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
-                if not isinstance(value[0], str) or value[0] not in {str(k) for k in graph}:
-                    fail(
-                        f"input {name!r} links to a missing node {value[0]!r}", node_id, class_type
-                    )
+            is_link = isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+            if is_link and (not isinstance(value[0], str) or value[0] not in ids):
+                fail(f"input {name!r} links to a missing node {value[0]!r}", node_id, class_type)
         out[node_id] = {**node, "inputs": dict(inputs)}
     return copy.deepcopy(out)
 

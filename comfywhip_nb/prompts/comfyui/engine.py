@@ -20,6 +20,7 @@ What is used of ComfyUI, and why:
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import itertools
 import json
@@ -113,6 +114,7 @@ def _executor_class() -> type:
             self.started: dict[str, float] = {}
 
         def start_handler(self, node_id: str, state: Any, prompt_id: str) -> None:
+            self.owner.runs[node_id] += 1
             self.started[node_id] = time.perf_counter()
 
         def finish_handler(self, node_id: str, state: Any, prompt_id: str) -> None:
@@ -137,12 +139,13 @@ def _executor_class() -> type:
             self.prefix = prefix
             self.cuda = cuda
             self.timings: dict[str, float] | None = None
+            self.runs: collections.Counter[str] = collections.Counter()
             self.failure: tuple[str | None, BaseException | None, str] | None = None
 
         def add_message(self, event: str, data: dict, broadcast: bool) -> None:
             # no UI listens; "execution_cached" comes right after the run's progress registry
             # is made, which is where the timer joins it
-            if event == "execution_cached" and self.timings is not None:
+            if event == "execution_cached":
                 add_progress_handler(NodeTimer(self))
 
         def handle_execution_error(self, prompt_id, prompt, current_outputs, executed, error, ex):
@@ -216,6 +219,16 @@ class ComfyUIPrompt:
     def __repr__(self) -> str:
         nodes = sum(len(g.api) for g in self._graphs)
         return f"<ComfyUIPrompt graphs={len(self._graphs)} nodes={nodes} device={self._device}>"
+
+    def node_runs(self) -> dict[str, int]:
+        """How many times each node really ran (cache hits excluded), ``"<id>:<ClassType>"``;
+        a frame-independent loader shows 1 however many frames went through."""
+        out: dict[str, int] = {}
+        for graph in self._graphs:
+            executor = graph.executor
+            for node_id, count in executor.runs.items():
+                out[f"{executor.prefix}{node_id}:{graph.class_types.get(node_id, '?')}"] = count
+        return out
 
     def _run(self, io_in: dict[str, Any], timings: dict[str, float] | None) -> LiveIO:
         if not _RUN_LOCK.acquire(timeout=RUN_LOCK_TIMEOUT_S):

@@ -66,11 +66,11 @@ class LoadTensor:
     DESCRIPTION = "Load image tensor from ComfyStream input with timeout."
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802 (ComfyUI's name)
+    def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"optional": {"timeout_seconds": _TIMEOUT}}
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:  # noqa: N802
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
         return float("nan")
 
     def execute(self, timeout_seconds: float = 3.0) -> tuple[torch.Tensor]:
@@ -89,11 +89,11 @@ class SaveTensor:
     OUTPUT_NODE = True
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802
+    def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"images": ("IMAGE",)}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:  # noqa: N802
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
         return float("nan")
 
     def execute(self, images: torch.Tensor, unique_id: str | None = None) -> tuple[()]:
@@ -111,7 +111,7 @@ class LoadAudioTensor:
     DESCRIPTION = "Load audio tensor from ComfyStream input with timeout."
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802
+    def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
                 "buffer_size": (
@@ -123,7 +123,7 @@ class LoadAudioTensor:
         }
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:  # noqa: N802
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
         return float("nan")
 
     def execute(
@@ -144,13 +144,13 @@ class SaveAudioTensor:
     OUTPUT_NODE = True
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:  # noqa: N802
+    def INPUT_TYPES(cls) -> dict[str, Any]:
         # ComfyStream declares "WAVEFORM" here while its LoadAudioTensor returns "AUDIO";
         # ComfyUI's validator refuses that link, so the input takes AUDIO.
         return {"required": {"audio": ("AUDIO",)}, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     @classmethod
-    def IS_CHANGED(cls, **kwargs: Any) -> float:  # noqa: N802
+    def IS_CHANGED(cls, **kwargs: Any) -> float:
         return float("nan")
 
     def execute(self, audio: dict[str, Any], unique_id: str | None = None) -> tuple[()]:
