@@ -123,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks against a same-run raw baseline")
     bench.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
     bench.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
-    bench.add_argument("--scenarios", help="comma-separated subset of a,b,c,d,e,f")
+    bench.add_argument(
+        "--scenarios", help="comma-separated subset of a,b,c,d,e,f,g (g: --comfyui PATH)"
+    )
     bench.add_argument("--codec", choices=["VP8", "H264"], help="video codec")
     return parser
 

@@ -274,3 +274,21 @@ def test_cli_serve_with_comfyui_reports_packs(comfy_copy: Path, tmp_path: Path) 
         "custom node pack did not load: whiptest_broken: missing module "
         "'whiptest_missing_dependency'" in result.stdout
     )
+
+
+def test_bench_g_runs_both_engines_and_reports_overhead(comfy_copy: Path, tmp_path: Path) -> None:
+    from comfywhip_nb.bench import main
+
+    out = tmp_path / "bench"
+    argv = ["--scenarios", "g", "--comfyui", str(comfy_copy), "--quick", "--codec", "VP8"]
+    argv += ["--size", "96x64", "--duration", "0.6", "--warmup", "0.3", "--reps", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    run = json.loads((out / "bench.json").read_text())
+    names = [c["name"] for c in run["configs"]]
+    assert names == ["g 64p30 invert VP8", "g 64p30 blur VP8"]
+    for config in run["configs"]:
+        overhead = config["extra"]["overhead"]
+        assert overhead["engine_ms"] > 0 and "overhead_ms" in overhead
+        assert {leg["spec"]["stack"] for leg in config["legs"]} == {"project", "comfyui"}
+    rows = {(r["target"], r["config"]) for r in run["targets"]}
+    assert ("(g) ComfyUI executor ms/frame", "g 64p30 blur VP8") in rows
