@@ -292,3 +292,24 @@ def test_bench_g_runs_both_engines_and_reports_overhead(comfy_copy: Path, tmp_pa
         assert {leg["spec"]["stack"] for leg in config["legs"]} == {"project", "comfyui"}
     rows = {(r["target"], r["config"]) for r in run["targets"]}
     assert ("(g) ComfyUI executor ms/frame", "g 64p30 blur VP8") in rows
+
+
+def test_comfystream_tensor_utils_workflow_shape(comfy_engine: Any) -> None:
+    # ComfyStream's tensor-utils example: SaveTensor first, LoadTensor with a stray "image"
+    passthrough = {
+        "1": {"inputs": {"images": ["2", 0]}, "class_type": "SaveTensor"},
+        "2": {"inputs": {"image": "None"}, "class_type": "LoadTensor"},
+    }
+    assert torch.equal(comfy_engine.load(passthrough).run(GREY).cpu(), GREY)
+    # the README's example: the same ends with ComfyUI nodes between them
+    readme = {
+        "1": {"inputs": {"images": ["4", 0]}, "class_type": "SaveTensor"},
+        "2": {"inputs": {"image": "None"}, "class_type": "LoadTensor"},
+        "3": {
+            "inputs": {"image": ["2", 0], "blur_radius": 4, "sigma": 2.0},
+            "class_type": "ImageBlur",
+        },
+        "4": {"inputs": {"image": ["3", 0]}, "class_type": "ImageInvert"},
+    }
+    out = comfy_engine.load(readme).run(GREY).cpu()
+    assert torch.allclose(out, 1 - GREY, atol=1e-5)
