@@ -114,3 +114,17 @@ def test_control_replies_fit_the_peer_message_size() -> None:
     refused = json.loads(fit_reply(reply, 1000))
     assert refused["type"] == "nodes_info" and refused["id"] == 3
     assert refused["success"] is False and "exceeds the peer's" in refused["error"]
+
+
+def test_prompt_editor_lists_the_engines_nodes() -> None:
+    from comfywhip_nb.widgets.prompt_editor import PromptEditor
+
+    server = WhipServer(port=0)
+    editor = PromptEditor(server, autostart=False)
+    try:
+        assert "ImageInvert" in editor.nodes.options and "LoadTensor" in editor.nodes.options
+        editor.nodes.value = "ImageInvert"
+        assert "<b>ImageInvert</b>" in editor.node_info.value
+        assert "image <i>IMAGE</i>" in editor.node_info.value
+    finally:
+        editor.close()

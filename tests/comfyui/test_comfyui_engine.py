@@ -313,3 +313,15 @@ def test_comfystream_tensor_utils_workflow_shape(comfy_engine: Any) -> None:
     }
     out = comfy_engine.load(readme).run(GREY).cpu()
     assert torch.allclose(out, 1 - GREY, atol=1e-5)
+
+
+def test_prompt_editor_lists_comfyui_nodes(comfy_engine: Any, comfy_copy: Path) -> None:
+    from comfywhip_nb.widgets.prompt_editor import PromptEditor
+
+    editor = PromptEditor(WhipServer(port=0, comfyui=comfy_copy), autostart=False)
+    try:
+        assert {"WhipTestGain", "UpscaleModelLoader", "LoadTensor"} <= set(editor.nodes.options)
+        editor.nodes.value = "ImageBlur"
+        assert "blur_radius <i>INT</i>" in editor.node_info.value
+    finally:
+        editor.close()
