@@ -325,3 +325,17 @@ def test_prompt_editor_lists_comfyui_nodes(comfy_engine: Any, comfy_copy: Path) 
         assert "blur_radius <i>INT</i>" in editor.node_info.value
     finally:
         editor.close()
+
+
+def test_warmup_refuses_a_prompt_whose_node_raises(comfy_engine: Any, comfy_copy: Path) -> None:
+    server = WhipServer(port=0, comfyui=comfy_copy, warmup=True)
+    boom = {
+        "1": {"class_type": "LoadTensor", "inputs": {}},
+        "2": {"class_type": "WhipTestBoom", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
+    }
+    with pytest.raises(PromptError, match="warm-up") as caught:
+        server.set_prompts(boom)
+    error = caught.value.errors[0]
+    assert (error.node_id, error.class_type) == ("2", "WhipTestBoom")
+    assert "whiptest boom" in error.message
