@@ -124,8 +124,11 @@ async def _start(folder: Path) -> ComfyUIRuntime:
     started = time.perf_counter()
     import torch
 
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+    # first on the path, even when inherited (a spawned child gets its parent's sys.path, where
+    # ComfyUI's nodes.py put comfy/ first: its utils.py would shadow the utils package)
+    while str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    sys.path.insert(0, str(folder))
     import comfy.options  # noqa: F401  (args parsing stays off: our argv is not ComfyUI's)
     from comfy.cli_args import args
 
