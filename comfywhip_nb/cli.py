@@ -18,7 +18,7 @@ logger = logging.getLogger("comfywhip_nb")
 
 
 def _ice_server(value: str) -> Any:
-    from .ice import parse_ice_server_arg
+    from .rtc.ice import parse_ice_server_arg
 
     try:
         return parse_ice_server_arg(value)
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_nodes(specs: list[str]) -> None:
     if not specs:
         return
-    from .custom_nodes import load_nodes_module
+    from .prompts.custom_nodes import load_nodes_module
 
     for spec in specs:
         names = load_nodes_module(spec)
@@ -191,7 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .client import run_publish
+    from .client.whip_client import run_publish
 
     prompts = None
     if args.prompts:

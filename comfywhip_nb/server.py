@@ -6,7 +6,7 @@ Who owns what:
   applied (the original is archived and breaks ``asyncio.current_task()`` on new Pythons).
 - Public methods are synchronous, thread-safe wrappers: they hand a coroutine to the loop
   with ``asyncio.run_coroutine_threadsafe`` and wait with a timeout. This module is the only
-  one that crosses that boundary (plus the per-session torch workers in ``processing.py``).
+  one that crosses that boundary (plus the per-session torch workers in ``pipeline/processor.py``).
 - Snapshots returned to the caller (``sessions``, ``stats()``) are copies.
 - Re-running a cell that starts a server on the same host/port stops the previous instance
   first (a process-wide registry of running servers), so no zombie keeps the port.
@@ -29,14 +29,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .api import setup_api_routes
-from .core import ServerConfig, WhipCore
-from .ice import IceServer, ice_servers_from_env, parse_ice_server_arg
-from .prompt_store import PromptStore
+from .http.api_routes import setup_api_routes
+from .http.middleware import CORE_KEY, middlewares
+from .http.trace import TraceRecorder, trace_middleware
+from .http.whip import setup_whip_routes
 from .prompts.engines import comfyui_path_from_env, make_engine
-from .sessions import SessionInfo
-from .trace import TraceRecorder, trace_middleware
-from .whip import CORE_KEY, middlewares, setup_whip_routes
+from .prompts.store import PromptStore
+from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
+from .rtc.sessions import SessionInfo
+from .server_state import ServerConfig, WhipCore
 
 __all__ = ["WhipServer"]
 
@@ -137,7 +138,7 @@ class WhipServer:
     def _load(self, prompts: Any) -> Any:
         prompt = self.engine.load(prompts, allowed_dir=self.config.prompts_dir)
         if self.config.warmup:
-            from .warmup import warm_up
+            from .prompts.warmup import warm_up
 
             warm_up(prompt)
         return prompt
@@ -245,7 +246,7 @@ class WhipServer:
 
     def _install_extensions(self, app: web.Application) -> None:
         """Optional modules (WHEP, ComfyStream compatibility, events) add their routes."""
-        for name in ("whep", "compat", "events"):
+        for name in ("http.whep", "comfystream.offer", "http.events"):
             try:
                 module = __import__(f"comfywhip_nb.{name}", fromlist=["setup_routes"])
             except ImportError:
@@ -393,7 +394,7 @@ class WhipServer:
         [1,H,W,3] float32) or ``"processed"`` (the ``ProcessedFrame`` record). ``None`` when
         nothing has been processed yet.
         """
-        from . import frames
+        from .pipeline import frames
 
         if not self.running:
             return None

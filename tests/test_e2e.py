@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers import async_wait_until, server_threads
 
-from comfywhip_nb.client import PublishError, WHIPClient
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whip_client import PublishError, WHIPClient
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 
 def _frames_processed(server: WhipServer) -> int:

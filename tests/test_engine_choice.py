@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from comfywhip_nb.control import fit_reply
+from comfywhip_nb.comfystream.control import fit_reply
 from comfywhip_nb.prompts.engines import BUILTIN, make_engine
 from comfywhip_nb.server import WhipServer
 
@@ -35,7 +35,7 @@ import aioice.ice
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
 from comfywhip_nb import WhipServer
 from comfywhip_nb.client import WHIPClient
-from comfywhip_nb.testsrc import TestPatternTrack
+from comfywhip_nb.client.sources import TestPatternTrack
 
 INVERT = {"1": {"class_type": "LoadTensor", "inputs": {}},
           "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},

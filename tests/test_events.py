@@ -12,9 +12,9 @@ import aiohttp
 from aiortc import RTCSessionDescription
 from helpers import make_offer
 
-from comfywhip_nb.events import MAX_PENDING, EventFeed, EventHub, format_event
+from comfywhip_nb.http.events import MAX_PENDING, EventFeed, EventHub, format_event
+from comfywhip_nb.rtc.sessions import SessionInfo
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.sessions import SessionInfo
 
 REL = "urn:ietf:params:whip:ext:core:server-sent-events"
 INVERT = {

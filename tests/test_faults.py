@@ -21,11 +21,11 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 from helpers import async_wait_until, server_threads
 
-from comfywhip_nb.client import WHIPClient, strip_candidates
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whip_client import WHIPClient, strip_candidates
 from comfywhip_nb.prompts import register_nodes
 from comfywhip_nb.prompts.registry import unregister_nodes
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 pytestmark = pytest.mark.timeout(90)
 

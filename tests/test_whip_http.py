@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 from helpers import make_offer
 
-from comfywhip_nb.ice import IceServer, parse_link_header
+from comfywhip_nb.rtc.ice import IceServer, parse_link_header
 from comfywhip_nb.server import WhipServer
 
 SDP = {"Content-Type": "application/sdp"}

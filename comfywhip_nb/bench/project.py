@@ -83,7 +83,7 @@ class _Project:
     """Owns the WhipServer and the benchmark's frame listener."""
 
     def __init__(self, comfyui: str | None = None) -> None:
-        from comfywhip_nb.frames import encode_preview_jpeg
+        from comfywhip_nb.pipeline.frames import encode_preview_jpeg
         from comfywhip_nb.prompts import register_nodes
         from comfywhip_nb.server import WhipServer
 
@@ -134,7 +134,7 @@ class _Project:
         """Median ms per frame of the built-in engine and this server's on one frame,
         interleaved: for the leg's prompt (nodes + executor) and for LoadTensor -> SaveTensor
         (the executor alone: ``overhead_ms``, what ComfyUI adds to every frame)."""
-        from comfywhip_nb.processing import _configure_torch_threads
+        from comfywhip_nb.pipeline.processor import _configure_torch_threads
         from comfywhip_nb.prompts import load_prompt
 
         _configure_torch_threads()  # as on the processor's threads

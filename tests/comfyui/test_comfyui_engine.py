@@ -18,9 +18,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from helpers import async_wait_until
 from PIL import Image
 
+from comfywhip_nb.client.sources import TestPatternTrack
 from comfywhip_nb.prompts import PromptError
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 pytestmark = pytest.mark.timeout(240)
 GREY = torch.full((1, 16, 24, 3), 0.25)

@@ -14,8 +14,8 @@ import pytest
 from helpers import async_wait_until
 
 from comfywhip_nb.client import WHIPClient
+from comfywhip_nb.client.sources import TestPatternTrack
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 RED = (200, 40, 40)
 TOLERANCE = 25  # VP8 shifts a flat colour by a few levels

@@ -20,7 +20,7 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from .processing import FrameProcessor, ProcessedFrame, ProcessingStats
+from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
 
 __all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
 

@@ -27,21 +27,14 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
 from aiortc.sdp import SessionDescription
 
-from .core import DEFAULT_CHANNEL, WhipCore
-from .egress import PUBLISHER_KINDS, ProcessedVideoTrack, viewer_track
-from .errors import BadRequest, MethodNotAllowed, NotFound, TooManySessions, UnprocessableOffer
-from .ice import format_link_header
-from .sessions import Session
-from .whip import (
-    SDP,
-    SDPFRAG,
-    core_of,
-    options_response,
-    patch_session,
-    read_body,
-    require_content_type,
-    resource_url,
-)
+from ..errors import BadRequest, MethodNotAllowed, NotFound, TooManySessions, UnprocessableOffer
+from ..pipeline.egress import PUBLISHER_KINDS, ProcessedVideoTrack, viewer_track
+from ..rtc.ice import format_link_header
+from ..rtc.sessions import Session
+from ..server_state import DEFAULT_CHANNEL, WhipCore
+from .bodies import read_body
+from .middleware import core_of, options_response
+from .whip import SDP, SDPFRAG, patch_session, require_content_type, resource_url
 
 __all__ = ["check_viewer_offer", "setup_routes"]
 

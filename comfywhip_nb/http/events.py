@@ -29,10 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .core import WhipCore
-from .errors import NotFound
-from .sessions import Session
-from .whip import CORE_KEY, add_cors, core_of, options_response
+from ..errors import NotFound
+from ..rtc.sessions import Session
+from ..server_state import WhipCore
+from .middleware import CORE_KEY, add_cors, core_of, options_response
 
 __all__ = ["EVENTS_KEY", "EventFeed", "EventHub", "format_event", "setup_routes"]
 

@@ -1,7 +1,7 @@
 """The server's state on its event loop: configuration, sessions, prompts, lifecycle.
 
-``whip.py`` and ``api.py`` translate HTTP into calls on ``WhipCore``; ``server.py`` runs it
-on its own loop thread. Everything in here runs on that loop, except ``PromptStore`` (which is
+The ``http/`` handlers turn HTTP into calls on ``WhipCore``; ``server.py`` runs it on its
+own loop thread. Everything in here runs on that loop, except ``PromptStore`` (which is
 thread-safe) and the per-session ``FrameProcessor`` worker threads.
 """
 
@@ -19,10 +19,10 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.exceptions import OperationError
 
 from .errors import BadRequest, TooManySessions, UnprocessableOffer
-from .ice import IceServer
-from .offer import OfferSummary, check_offer
-from .prompt_store import PromptStore, VersionedPrompt
-from .sessions import Session, SessionRegistry
+from .prompts.store import PromptStore, VersionedPrompt
+from .rtc.ice import IceServer
+from .rtc.offer_checks import OfferSummary, check_offer
+from .rtc.sessions import Session, SessionRegistry
 
 __all__ = ["ServerConfig", "WhipCore"]
 
@@ -60,7 +60,7 @@ class ServerConfig:
     comfyui: str | None = None
     """A ComfyUI folder whose executor and nodes run the prompts (None: the built-in engine)."""
     warmup: bool = False
-    """Run every new prompt once on a blank frame before it goes live (see ``warmup.py``)."""
+    """Run every new prompt once on a blank frame before it goes live (``prompts/warmup.py``)."""
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""
@@ -149,7 +149,7 @@ class WhipCore:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if kind == "whip" and self.config.echo_processed and summary.wants_media_back:
-                from .egress import attach_echo
+                from .pipeline.egress import attach_echo
 
                 attach_echo(self, session)
             answer = await pc.createAnswer()
