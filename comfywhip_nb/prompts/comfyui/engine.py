@@ -47,7 +47,9 @@ _local = threading.local()
 class ComfyUINodeError(RuntimeError):
     """A node failed while ComfyUI ran a frame; names the node as the processor expects."""
 
-    def __init__(self, node_id: str | None, class_type: str | None, message: str, graph=None):
+    def __init__(
+        self, node_id: str | None, class_type: str | None, message: str, graph: int | None = None
+    ) -> None:
         super().__init__(message)
         self.node_id = node_id
         self.class_type = class_type
@@ -290,9 +292,7 @@ class ComfyUIEngine:
     def __repr__(self) -> str:
         return f"<ComfyUIEngine {self.runtime.path} on {self.runtime.device}>"
 
-    def load(
-        self, p: Any, *, allowed_dir: str | Path | None = None, device: Any = None
-    ) -> ComfyUIPrompt:
+    def load(self, p: Any, *, allowed_dir: str | Path | None = None) -> ComfyUIPrompt:
         """Validate ``p`` (a graph, a chain, JSON text or a .json path) with ComfyUI's own
         validator and build it; PromptError lists what is wrong."""
         if isinstance(p, ComfyUIPrompt):
