@@ -35,6 +35,7 @@ from .http.trace import TraceRecorder, trace_middleware
 from .http.whip import setup_whip_routes
 from .prompts.engines import comfyui_path_from_env, make_engine
 from .prompts.store import PromptStore
+from .rtc.end_reason import EndReason, SessionEnd
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .rtc.sessions import SessionInfo
 from .server_state import ServerConfig, WhipCore
@@ -95,6 +96,7 @@ class WhipServer:
         echo_processed: bool = False,
         warmup: bool = False,
         comfyui: str | Path | None = None,
+        ice_loopback: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -118,6 +120,7 @@ class WhipServer:
             echo_processed=echo_processed,
             warmup=warmup,
             comfyui=str(comfyui) if comfyui else comfyui_path_from_env(),
+            ice_loopback=ice_loopback,
         )
         self._cert, self._key = cert, key
         #: the prompt engine: built-in, or the ComfyUI at ``comfyui`` / $COMFYUI_PATH, loaded
@@ -416,7 +419,8 @@ class WhipServer:
         """End one session as a DELETE would; returns False for an unknown id."""
 
         async def close() -> bool:
-            return await self.core.close_session(session_id, "closed from Python")
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, "closed from Python")
+            return await self.core.close_session(session_id, end)
 
         return self._call(close())
 

@@ -182,7 +182,9 @@ class ControlHub:
                 raise ControlError(f"prompts is not valid JSON: {exc}") from None
         if raw is not None:
             try:
-                prompt = await load_prompt_data(raw, self.core.config.warmup, self.core.engine)
+                prompt = await load_prompt_data(
+                    raw, self.core.config.warmup, engine=self.core.engine
+                )
             except PromptError as exc:
                 message, details = describe_prompt_error(exc)
                 nodes = details.get("node_errors")

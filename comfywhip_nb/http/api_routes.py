@@ -137,7 +137,7 @@ async def post_prompts(
     if data is None:
         prompt = None
     else:
-        prompt = await validate_prompts(data, core.config.warmup, core.engine)
+        prompt = await validate_prompts(data, core.config.warmup, engine=core.engine)
     try:
         entry = core.swap_prompts(prompt, channel=channel, session_id=session_id)
     except KeyError:

@@ -28,6 +28,7 @@ from ..errors import (
     UnprocessableOffer,
     UnsupportedMediaType,
 )
+from ..rtc.end_reason import EndReason, SessionEnd
 from ..rtc.ice import format_link_header, parse_sdpfrag
 from .bodies import read_body, validate_prompts
 from .middleware import core_of, is_preflight, options_response
@@ -53,7 +54,7 @@ def resource_url(request: web.Request, path: str) -> str:
     return str(request.url.origin().with_path(path))
 
 
-async def parse_prompts_param(raw: str | None, warmup: bool = False, engine: Any = None) -> Any:
+async def parse_prompts_param(raw: str | None, warmup: bool = False, *, engine: Any = None) -> Any:
     """Validate a ``prompts=`` JSON value off the loop; PromptError -> 400 with node errors."""
     if raw is None or raw == "":
         return None
@@ -61,7 +62,7 @@ async def parse_prompts_param(raw: str | None, warmup: bool = False, engine: Any
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"prompts is not valid JSON: {exc}") from None
-    return await validate_prompts(data, warmup, engine)
+    return await validate_prompts(data, warmup, engine=engine)
 
 
 # -- /whip ---------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ async def post_offer(request: web.Request) -> web.Response:
     sdp = await read_body(request, core.config.max_sdp_bytes)
     channel = request.query.get("channelId") or None
     prompt = await parse_prompts_param(
-        request.query.get("prompts"), core.config.warmup, core.engine
+        request.query.get("prompts"), core.config.warmup, engine=core.engine
     )
     session, answer, _ = await core.create_session(sdp, channel_id=channel, session_prompt=prompt)
     response = web.Response(status=201, text=answer, content_type=SDP)
@@ -101,10 +102,8 @@ def extension_links(request: web.Request, session_id: str) -> list[str]:
     links: list[str] = []
     if request.app.router.get("whip-events") is not None:
         url = resource_url(request, f"/whip/{session_id}/events")
-        links.append(
-            f'<{url}>; rel="urn:ietf:params:whip:ext:core:server-sent-events"; '
-            'events="state,prompt,error,stats"'
-        )
+        # no events="a,b,c" parameter: clients that split Link on commas (OBS) choke on it
+        links.append(f'<{url}>; rel="urn:ietf:params:whip:ext:core:server-sent-events"')
     return links
 
 
@@ -121,13 +120,26 @@ async def whip_resource(request: web.Request) -> web.StreamResponse:
         raise MethodNotAllowed(method, RESOURCE_METHODS)
     session = core.sessions.get(session_id)
     if session is None or session.kind != "whip":
+        if method == "DELETE" and answer_late_delete(core, session_id, "whip"):
+            return web.Response(status=200)
         raise NotFound(f"no WHIP session {session_id[:64]!r}")
     if method == "DELETE":
-        await core.close_session(session_id, "DELETE by client")
+        await core.close_session(session_id, SessionEnd(EndReason.DELETE, "DELETE from the client"))
         return web.Response(status=200)
     if method in ("GET", "HEAD"):
         return web.Response(status=204)
     return await patch_session(request, session)
+
+
+def answer_late_delete(core: Any, session_id: str, kind: str) -> bool:
+    """A DELETE for a session that ended moments ago (the peer closed first): 200, not 404."""
+    ended = core.ended.get(session_id)
+    if ended is None or ended.kind != kind:
+        return False
+    logger.info(
+        "WHIP: %s DELETE after the session ended (%s): 200", session_id[:8], ended.end.reason.value
+    )
+    return True
 
 
 async def patch_session(request: web.Request, session: Any) -> web.Response:

@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ VERSION = "0.3.75"
 
 
 def _tree() -> Path | None:
-    explicit = os.environ.get("COMFYWHIP_COMFYUI_TREE")
+    explicit = os.environ.get("COMFYWHIP_COMFYUI_TREE")  # not COMFYUI_PATH: set to the copy
     if explicit:
         return Path(explicit)
     cache = Path(os.environ.get("COMFYWHIP_CACHE", Path.home() / ".cache" / "comfywhip"))
@@ -58,19 +59,47 @@ def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="comfywhip_nb")
 
 
-@pytest.fixture(scope="session")
-def comfy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of the ComfyUI tree, with the test packs and the tiny model."""
+_state: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Copy the tree once per test process, before any test imports ComfyUI, and point
+    ``COMFYUI_PATH`` at the copy: the parity tests (``parity_support``) read it too, so every
+    test of the process shares one ComfyUI, and nothing writes to the cached tree."""
     reason = _missing()
     if reason:
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("comfyui")
+        _state["skip"] = reason
+        return
+    root = Path(tempfile.mkdtemp(prefix="comfywhip-comfyui-"))
     copy = root / "ComfyUI"
     shutil.copytree(
         _tree(), copy, symlinks=True, ignore=shutil.ignore_patterns("output", "temp", "user")
     )
     write_packs(copy / "custom_nodes", root / "counters")
     write_tiny_upscaler(copy / "models")
+    _state.update(root=root, copy=copy, env=os.environ.get("COMFYUI_PATH"))
+    os.environ["COMFYUI_PATH"] = str(copy)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = _state.pop("root", None)
+    if "env" in _state:
+        previous = _state.pop("env")
+        if previous is None:
+            os.environ.pop("COMFYUI_PATH", None)
+        else:
+            os.environ["COMFYUI_PATH"] = str(previous)
+    if isinstance(root, Path):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def comfy_copy() -> Path:
+    """The private copy of the ComfyUI tree, with the test packs and the tiny model."""
+    if "skip" in _state:
+        pytest.skip(str(_state["skip"]))
+    copy = _state["copy"]
+    assert isinstance(copy, Path)
     return copy
 
 
