@@ -92,7 +92,10 @@ def test_validation_errors_use_comfyui_wording(comfy_engine: Any) -> None:
 
 
 def test_only_a_lone_load_image_becomes_the_live_frame(comfy_engine: Any, comfy_copy: Path) -> None:
-    Image.new("RGB", (24, 16), (0, 0, 255)).save(comfy_copy / "input" / "whiptest_ref.png")
+    import folder_paths  # ComfyUI's (loaded by comfy_engine); another test may have moved input/
+
+    inputs = Path(folder_paths.get_input_directory())
+    Image.new("RGB", (24, 16), (0, 0, 255)).save(inputs / "whiptest_ref.png")
     lone = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "whiptest_ref.png"}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
