@@ -320,7 +320,7 @@ def traced_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WhipServer]:
 
 async def test_dashboard_with_a_real_publisher(traced_server: WhipServer) -> None:
     server = traced_server
-    dash = Dashboard(server, max_fps=30)
+    dash = Dashboard(server, max_fps=30, mode="jpeg")
     live_front_end(dash.preview.flow)
     live_front_end(dash.plot.flow)
     dash._repr_mimebundle_()
