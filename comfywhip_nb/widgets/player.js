@@ -52,6 +52,7 @@ class Player {
     this.frames = 0;
     this.times = [];
     this.fallenBack = false;
+    this.playing = false;
     this.ended = false;
     this.closed = false;
     this.attempt = 0;
@@ -138,7 +139,9 @@ class Player {
   async restart() {
     this.teardown();
     this.fallenBack = false;
+    this.playing = false;
     this.ended = false;
+    this.frozen = false;
     this.attempt = 0;
     this.badge.style.display = "none";
     this.still.style.display = "none";
@@ -234,7 +237,7 @@ class Player {
   retry(why) {
     if (this.closed || this.ended) return;
     const delay = Math.min(1000 * 2 ** Math.min(this.retries = (this.retries || 0) + 1, 3), 8000);
-    this.say("retrying", `${why}; retrying in ${delay / 1000} s`);
+    if (!this.frozen) this.say("retrying", `${why}; retrying in ${delay / 1000} s`);
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
       this.teardown();
@@ -248,6 +251,7 @@ class Player {
     if (state === "connected") {
       clearTimeout(this.fallbackTimer);
       this.retries = 0;
+      this.playing = true;
       this.say("playing", "playing over WHEP");
       if (this.model.get("active") !== "whep") this.report("whep", "playing over WHEP");
       this.watchFrames();
@@ -262,9 +266,10 @@ class Player {
     return Boolean(target && this.stats && !(target in this.stats) && this.sourceId === null && this.wasSession);
   }
 
-  end() {
-    if (this.ended) return;
-    this.ended = true;
+  freeze(text) {
+    // keep the last frame on screen (a canvas copy: a stopped stream may blank the video)
+    if (this.frozen) return;
+    this.frozen = true;
     const v = this.video;
     if (v.videoWidth) {
       this.still.width = v.videoWidth;
@@ -274,8 +279,14 @@ class Player {
       this.video.style.display = "none";
     }
     this.badge.style.display = "block";
+    this.say("ended", text);
+  }
+
+  end() {
+    if (this.ended) return;
+    this.ended = true;
+    this.freeze("ended: the session stopped; this is its last frame");
     this.teardown();
-    this.say("ended", "ended: the session stopped; this is its last frame");
     this.report("whep", "ended");
   }
 
@@ -316,7 +327,8 @@ class Player {
       if (!resp.ok) return;
       this.stats = await resp.json();
     } catch {
-      return; // unreachable: the WHEP path reports it
+      if (this.playing) this.freeze("ended: the server is gone (stopped?); this is the last frame");
+      return; // never played: the WHEP path reports it
     }
     const target = this.model.get("target");
     const publishers = Object.entries(this.stats).filter(([, s]) => s.kind !== "whep");
@@ -333,8 +345,10 @@ class Player {
     const previous = this.sourceId;
     this.sourceId = source;
     if (this.wasSession && source === null) this.end();
-    else if (previous && source && previous !== source && !this.wasSession) {
+    else if (!this.wasSession && source && previous !== source && (previous || this.frozen)) {
       this.restart(); // a new publisher on the channel: start from its first frame
+    } else if (!this.wasSession && !source && this.playing) {
+      this.freeze(`ended: no publisher on channel ${target || "default"}; this is the last frame`);
     }
     if (this.pc) {
       try {
