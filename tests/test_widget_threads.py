@@ -157,3 +157,42 @@ def test_live_view_falls_back_when_the_front_end_says_so() -> None:
         view.close()
     with pytest.raises(ValueError, match="mode must be one of"):
         LiveView(fake, mode="mjpeg", autostart=False)
+
+
+async def test_preview_endpoint_serves_the_input_frame_for_the_players_side_by_side() -> None:
+    """``/preview/{id}.jpg?kind=input`` (what the player polls) is the unprocessed frame."""
+    import io
+
+    import aiohttp
+    import numpy as np
+    from conftest import async_wait_until
+
+    from comfywhip_nb import WHIPClient, WhipServer
+    from comfywhip_nb.prompts import load_preset
+    from comfywhip_nb.testsrc import TestPatternTrack
+
+    colour = (200, 40, 40)
+    server = WhipServer(port=0, prompts=load_preset("invert")).start()
+    client = WHIPClient(server.whip_url)
+    try:
+        await client.publish(TestPatternTrack(64, 48, fps=30, solid_color=colour))
+        await client.wait_connected(timeout=10)
+        await async_wait_until(lambda: server.latest_frame() is not None, timeout=10)
+        session_id = next(iter(server.sessions))
+
+        async def centre(http: aiohttp.ClientSession, query: str) -> np.ndarray:
+            resp = await http.get(f"{server.url}/preview/{session_id}.jpg?{query}")
+            assert resp.status == 200 and resp.content_type == "image/jpeg"
+            pixels = np.asarray(Image.open(io.BytesIO(await resp.read())).convert("RGB"))
+            return pixels[20:28, 28:36].reshape(-1, 3).mean(0)
+
+        async with aiohttp.ClientSession() as http:
+            raw = await centre(http, "kind=input")
+            processed = await centre(http, "kind=processed")
+            assert np.abs(raw - colour).max() < 25, raw
+            assert np.abs(processed - [255 - c for c in colour]).max() < 25, processed
+            resp = await http.get(f"{server.url}/preview/{session_id}.jpg?kind=raw")
+            assert resp.status == 400 and "kind must be" in await resp.text()
+    finally:
+        await client.unpublish()
+        server.stop()
