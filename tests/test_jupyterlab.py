@@ -368,7 +368,19 @@ def _run_cells(page, command: str, index: int, upto: int, timeout: float) -> Non
         cells = [c for c in s["cells"][:upto] if c["type"] == "code"]
         return s["kernel"] == "idle" and all(c["count"] is not None for c in cells)
 
-    _wait(page, done, timeout, f"{command}: cells did not finish (stuck?)")
+    try:
+        _wait(page, done, timeout, f"{command}: cells did not finish (stuck?)")
+    except AssertionError as exc:
+        s = page.evaluate(NOTEBOOK_STATE_JS)
+        counts = [
+            (i, c["count"], c["source"][:30])
+            for i, c in enumerate(s["cells"])
+            if c["type"] == "code"
+        ]
+        probe = page.evaluate(KERNEL_PRINT_JS, "print('kernel answers')")
+        raise AssertionError(
+            f"{exc}; kernel {s['kernel']}; cells {counts}; probe: {probe}"
+        ) from None
 
 
 def _launch(p):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 from nbclient import NotebookClient
 from PIL import Image
-from test_widgets import FakeServer, live_front_end
+from test_widgets import FakeServer
 
 from comfywhip_nb.widgets import KernelThread, LiveView, StatsPlot
 
@@ -113,7 +113,6 @@ def test_plot_keeps_its_history_after_the_server_stops(tmp_path: Path) -> None:
     fake = FakeServer()
     fake.info = dataclasses.replace(fake.info, fps_in=30.0, fps_out=29.0)
     plot = StatsPlot(fake, period=0.1)
-    live_front_end(plot.flow)
     plot.mark_displayed()
     try:
         wait_until(lambda: plot.renders >= 2, timeout=10)

@@ -167,17 +167,39 @@ class FrameFlow:
 
 class ShownTracker:
     """Whether a widget is on screen: ipywidgets' ``_view_count`` once a front end reports
-    views, else "displayed by the kernel" (headless runs have no front end at all)."""
+    views, else "displayed by the kernel" (headless runs have no front end at all).
 
-    def __init__(self, widget: widgets.DOMWidget, on_change: Callable[[], None] | None = None):
+    View tracking makes the front end send a comm message whenever a view appears or goes,
+    and such messages arriving while a cell awaits can leave that cell "running" for good
+    in JupyterLab with ipykernel 7 (see ``_kernel.py``); so it is only switched on
+    (``track()``) for widgets that need it, such as a JPEG preview that is the live view.
+    """
+
+    def __init__(
+        self,
+        widget: widgets.DOMWidget,
+        on_change: Callable[[], None] | None = None,
+        *,
+        track_views: bool = True,
+    ):
         self.displayed = False
         self.reported = False
         self._widget = widget
         self._on_change = on_change
-        widget._view_count = 0  # start view tracking in the front end
+        self._tracking = False
         widget.observe(self._on_views, names="_view_count")
+        if track_views:
+            self.track()
+
+    def track(self) -> None:
+        """Start view tracking in the front end (idempotent)."""
+        if not self._tracking:
+            self._widget._view_count = 0  # our own reset is no report from a front end
+            self._tracking = True
 
     def _on_views(self, change: Mapping[str, Any]) -> None:
+        if not self._tracking:
+            return
         self.reported = True
         if self._on_change is not None:
             self._on_change()

@@ -7,6 +7,9 @@
 // "ended" when a watched session is gone). In mode "auto" it gives up on WHEP when the
 // server cannot be reached or media does not connect within `fallback_after` seconds, and
 // tells the kernel (`active` = "jpeg", `status` = why), which then shows its JPEG preview.
+// That is the only message it sends to the kernel: front-end messages that arrive while a
+// cell awaits can leave the cell "running" for good with ipykernel 7, so playing, frame
+// counts and "ended" stay in the page (data-state, data-frames, the status line).
 
 const SIZES = ["320px", "480px", "640px", "800px", "100%"];
 const FITS = ["contain", "cover", "fill"];
@@ -253,7 +256,6 @@ class Player {
       this.retries = 0;
       this.playing = true;
       this.say("playing", "playing over WHEP");
-      if (this.model.get("active") !== "whep") this.report("whep", "playing over WHEP");
       this.watchFrames();
     } else if (state === "failed" || state === "closed" || state === "disconnected") {
       if (this.targetGone()) this.end();
@@ -287,7 +289,6 @@ class Player {
     this.ended = true;
     this.freeze("ended: the session stopped; this is its last frame");
     this.teardown();
-    this.report("whep", "ended");
   }
 
   watchFrames() {

@@ -97,6 +97,7 @@ class LiveView(widgets.VBox):
             show_input=show_input,
             max_in_flight=max_in_flight,
             autostart=autostart,
+            track_views=False,  # switched on once the preview is the live view (_apply)
         )
         self.reason = widgets.HTML()
         self.reason.add_class("comfywhip-live-reason")
@@ -139,6 +140,7 @@ class LiveView(widgets.VBox):
         if self.preview.live.value != jpeg:
             self.preview.live.value = jpeg  # a hidden preview encodes nothing
         if jpeg:
+            self.preview._shown.track()
             self.preview.mark_displayed()
         status = self.player.status
         if self.player.mode == "auto" and self.player.active == "jpeg" and status:

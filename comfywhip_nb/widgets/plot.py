@@ -2,7 +2,10 @@
 
 Rendered with matplotlib's object-oriented API on the Agg canvas (no pyplot, so no global
 figure state and no GUI backend: safe on the refresher thread) into a PNG ``Image``, about
-once a second, only while shown, and with the same frame flow control as the preview.
+at most once a period, once displayed. Unlike the preview it asks the front end for no
+acknowledgement and no view reports: messages from the front end that arrive while a cell
+awaits can leave that cell "running" for good with ipykernel 7 (see ``_kernel.py``), and a
+dashboard must not send them continuously. The cost is bounded anyway: one small PNG a period.
 Rendering happens in ``prepare`` (refresher thread); ``tick`` sets the image on the kernel's
 thread. The history outlives its sessions and the server: an ended session stays (marked
 "ended"), and once the server stops the plot freezes, marked "server stopped";
@@ -23,7 +26,7 @@ import ipywidgets as widgets
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ._common import FrameFlow, Refresher, ShownTracker, close_tree
+from ._common import Refresher, ShownTracker, close_tree
 
 __all__ = ["StatsPlot"]
 
@@ -48,11 +51,10 @@ class StatsPlot(widgets.VBox):
         self.server = server
         self.period = period
         self._refresher: Refresher | None = None
-        self.flow = FrameFlow(2, on_progress=self._wake)
         self.figure = Figure(figsize=size, dpi=dpi, layout="constrained")
         FigureCanvasAgg(self.figure)
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        self._shown = ShownTracker(self.image, on_change=self._wake)
+        self._shown = ShownTracker(self.image, on_change=self._wake, track_views=False)
         super().__init__([self.image])
         self.add_class("comfywhip-plot")
         self.history: dict[str, deque[tuple[float, float, float, float]]] = {}
@@ -68,11 +70,6 @@ class StatsPlot(widgets.VBox):
         if autostart:
             self._refresher = Refresher(server, [self]).start()
 
-    @property
-    def _extra_widgets(self) -> list[widgets.Widget]:
-        """Models outside the children tree (the flow's seq/ack/link), for close_tree."""
-        return self.flow.widgets if hasattr(self, "flow") else []
-
     def _wake(self) -> None:
         if self._refresher is not None:
             self._refresher.wake()
@@ -87,13 +84,17 @@ class StatsPlot(widgets.VBox):
 
     def sample(self, now: float, sessions: Mapping[str, Any]) -> None:
         """Record one point per live session; ended sessions keep their points."""
+        changed = False
         for sid, info in sessions.items():
             if info.kind == "whep":
                 continue
             points = self.history.setdefault(sid, deque(maxlen=int(HISTORY_S / self.period) + 2))
             points.append((now, info.fps_in, info.fps_out, info.latency_ms))
-        self.ended.update(sid for sid in self.history if sid not in sessions)
-        self.ended.difference_update(sessions)
+            changed = True
+        ended = {sid for sid in self.history if sid not in sessions}
+        if ended != self.ended:
+            self.ended = ended
+            changed = True
         for sid in list(self.history):
             points = self.history[sid]
             while points and points[0][0] < now - HISTORY_S:
@@ -101,7 +102,8 @@ class StatsPlot(widgets.VBox):
             if not points:
                 del self.history[sid]
                 self.ended.discard(sid)
-        self._dirty = True
+                changed = True
+        self._dirty = self._dirty or changed
 
     def render(self, now: float | None = None, *, window: float | None = WINDOW_S) -> bytes:
         """PNG of the history (also the empty placeholder); ``window=None``: all of it."""
@@ -170,7 +172,7 @@ class StatsPlot(widgets.VBox):
         if now - self._sampled_at >= self.period:
             self._sampled_at = now
             self.sample(now, sessions)
-        if self._dirty and self._shown.shown and self.flow.ready() and self._png is None:
+        if self._dirty and self._shown.shown and self._png is None:
             self._dirty = False
             self._png = self.render(now)
 
@@ -185,11 +187,8 @@ class StatsPlot(widgets.VBox):
         wait = max(0.0, self._sampled_at + self.period - now)
         png, self._png = self._png, None
         if png is None:
-            if self._dirty and self._shown.shown and not self.flow.ready():
-                return min(wait or self.period, self.flow.maybe_probe(now))
             return wait or self.period
         self.image.value = png
-        self.flow.mark_sent()
         self.renders += 1
         self.updated_from.add(threading.current_thread().name)
         return wait or self.period

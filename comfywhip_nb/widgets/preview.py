@@ -68,6 +68,7 @@ class FramePreview(widgets.VBox):
         show_input: bool = False,
         quality: int = 80,
         autostart: bool = True,
+        track_views: bool = True,
     ) -> None:
         if max_fps <= 0:
             raise ValueError(f"max_fps must be positive, got {max_fps}")
@@ -86,7 +87,7 @@ class FramePreview(widgets.VBox):
         )
         self.image.add_class("comfywhip-preview-image")  # found by tests and the browser check
         self.input_image.add_class("comfywhip-input-image")
-        self._shown = ShownTracker(self.image, on_change=self._wake)
+        self._shown = ShownTracker(self.image, on_change=self._wake, track_views=track_views)
         self.chooser = widgets.Dropdown(
             options=[("newest session", NEWEST)],
             value=NEWEST,
