@@ -50,6 +50,7 @@ class Player {
   constructor(model, el) {
     this.model = model;
     this.el = el;
+    this.createdAt = performance.now();
     this.pc = null;
     this.resource = null;
     this.frames = 0;
@@ -176,6 +177,7 @@ class Player {
   fallback(why) {
     if (this.model.get("mode") !== "auto" || this.fallenBack || this.closed) return false;
     this.fallenBack = true;
+    this.el.dataset.fallbackMs = String(Math.round(performance.now() - this.createdAt));
     this.teardown();
     this.root.style.display = "none";
     const text = `${why}: showing the kernel's JPEG preview instead`;
