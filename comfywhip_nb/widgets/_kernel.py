@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -56,14 +57,26 @@ class KernelThread:
     only the kernel's thread did).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
         self.loop = loop
+        self.context = context
         self.applied_from: set[str] = set()
 
     @classmethod
     def current(cls) -> KernelThread:
-        """The kernel's loop when called from a kernel (on its thread), else inline."""
-        return cls(find_kernel_loop())
+        """The kernel's loop when called from a kernel (on its thread), else inline.
+
+        Hand-offs run in a copy of the caller's context (the cell that created the widget):
+        ipykernel reads the parent header of what it sends from context variables, and
+        ipykernel 7.0 raises ``LookupError`` in a context that has none (a callback scheduled
+        from a plain thread gets the thread's empty context).
+        """
+        loop = find_kernel_loop()
+        return cls(loop, contextvars.copy_context() if loop is not None else None)
 
     @property
     def inline(self) -> bool:
@@ -80,7 +93,7 @@ class KernelThread:
             self._run(fn)
             return True
         try:
-            loop.call_soon_threadsafe(self._run, fn)
+            loop.call_soon_threadsafe(self._run, fn, context=self.context)
         except RuntimeError:  # loop closed
             return False
         return True
