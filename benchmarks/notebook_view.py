@@ -109,7 +109,7 @@ class Publisher:
 
     def __init__(self, whip_url: str, width: int, height: int, fps: int) -> None:
         from comfywhip_nb.client import WHIPClient
-        from comfywhip_nb.testsrc import TestPatternTrack
+        from comfywhip_nb.client.sources import TestPatternTrack
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -26,8 +26,8 @@ import av
 import numpy as np
 import torch
 
-from comfywhip_nb import frames
-from comfywhip_nb.processing import TORCH_THREADS, FrameProcessor
+from comfywhip_nb.pipeline import frames
+from comfywhip_nb.pipeline.processor import TORCH_THREADS, FrameProcessor
 
 BASELINE = "baseline: yuv -> rgb24 ndarray"
 SIZES = {"480p": (854, 480), "720p": (1280, 720)}

@@ -31,7 +31,7 @@ import aioice.ice
 import av
 import numpy as np
 
-from comfywhip_nb import egress
+from comfywhip_nb.pipeline import egress
 
 INVERT = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
@@ -47,7 +47,7 @@ def loopback_only() -> None:
 
 # -- part 1: micro ---------------------------------------------------------------------
 def pattern_frames(count: int, width: int = 640, height: int = 480) -> list[av.VideoFrame]:
-    from comfywhip_nb.testsrc import TestPatternTrack
+    from comfywhip_nb.client.sources import TestPatternTrack
 
     source = TestPatternTrack(width, height, 30)
     out = []
@@ -96,8 +96,8 @@ async def run_clients(url: str, viewers: int, duration: float, fps: float) -> No
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
 
-    from comfywhip_nb.client import WHIPClient
-    from comfywhip_nb.testsrc import TestPatternTrack
+    from comfywhip_nb.client.sources import TestPatternTrack
+    from comfywhip_nb.client.whip_client import WHIPClient
 
     loopback_only()
     publisher = WHIPClient(f"{url}/whip")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from .client import PublishError, WHIPClient
+from .client.whip_client import PublishError, WHIPClient
 from .errors import WhipError
-from .ice import IceServer
 from .prompts import Prompt, PromptError, load_prompt, node, register_nodes
+from .rtc.ice import IceServer
+from .rtc.sessions import SessionInfo
 from .server import WhipServer
-from .sessions import SessionInfo
 
 __all__ = [
     "IceServer",

@@ -18,7 +18,7 @@ logger = logging.getLogger("comfywhip_nb")
 
 
 def _ice_server(value: str) -> Any:
-    from .ice import parse_ice_server_arg
+    from .rtc.ice import parse_ice_server_arg
 
     try:
         return parse_ice_server_arg(value)
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "RFC 9725 answers are recvonly, so off by default)",
     )
     serve.add_argument(
+        "--ice-loopback",
+        action="store_true",
+        help="also offer a 127.0.0.1 ICE candidate (automatic when --host is a loopback "
+        "address): for publishers on this machine when it has no other network",
+    )
+    serve.add_argument(
         "--warmup",
         action="store_true",
         help="run each new prompt once on a blank frame before it goes live",
@@ -124,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_nodes(specs: list[str]) -> None:
     if not specs:
         return
-    from .custom_nodes import load_nodes_module
+    from .prompts.custom_nodes import load_nodes_module
 
     for spec in specs:
         names = load_nodes_module(spec)
@@ -152,6 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         echo_processed=args.echo_processed,
         rate_limit=args.rate_limit,
         warmup=args.warmup,
+        ice_loopback=args.ice_loopback,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         logger.warning(
@@ -176,7 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .client import run_publish
+    from .client.whip_client import run_publish
 
     prompts = None
     if args.prompts:

@@ -57,7 +57,7 @@ def _plot(timeline: list[dict[str, Any]], swap_at: float, path: Path) -> None:
 
 
 async def _publish_and_watch(server: Any, duration: float, out: Path) -> dict[str, Any]:
-    from .client import WHIPClient
+    from .client.whip_client import WHIPClient
 
     timeline: list[dict[str, Any]] = []
     saved: list[str] = []

@@ -15,7 +15,7 @@ Tree (each leaf sets ``status`` as a class attribute, like aiohttp's web_excepti
      ├── TooManyRequests          429  + Retry-After (per-client rate limit)
      └── TooManySessions          503  + Retry-After at max sessions
 
-This module imports no aiohttp: ``whip.py`` turns these into responses in one middleware.
+This module imports no aiohttp: ``http/middleware.py`` turns these into responses in one middleware.
 """
 
 from __future__ import annotations

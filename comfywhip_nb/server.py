@@ -6,7 +6,7 @@ Who owns what:
   applied (the original is archived and breaks ``asyncio.current_task()`` on new Pythons).
 - Public methods are synchronous, thread-safe wrappers: they hand a coroutine to the loop
   with ``asyncio.run_coroutine_threadsafe`` and wait with a timeout. This module is the only
-  one that crosses that boundary (plus the per-session torch workers in ``processing.py``).
+  one that crosses that boundary (plus the per-session torch workers in ``pipeline/processor.py``).
 - Snapshots returned to the caller (``sessions``, ``stats()``) are copies.
 - Re-running a cell that starts a server on the same host/port stops the previous instance
   first (a process-wide registry of running servers), so no zombie keeps the port.
@@ -29,13 +29,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .api import setup_api_routes
-from .core import ServerConfig, WhipCore
-from .ice import IceServer, ice_servers_from_env, parse_ice_server_arg
-from .prompt_store import PromptStore
-from .sessions import SessionInfo
-from .trace import TraceRecorder, trace_middleware
-from .whip import CORE_KEY, middlewares, setup_whip_routes
+from .http.api_routes import setup_api_routes
+from .http.middleware import CORE_KEY, middlewares
+from .http.trace import TraceRecorder, trace_middleware
+from .http.whip import setup_whip_routes
+from .prompts.store import PromptStore
+from .rtc.end_reason import EndReason, SessionEnd
+from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
+from .rtc.sessions import SessionInfo
+from .server_state import ServerConfig, WhipCore
 
 __all__ = ["WhipServer"]
 
@@ -92,6 +94,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        ice_loopback: bool = False,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -114,6 +117,7 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            ice_loopback=ice_loopback,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None
@@ -133,7 +137,7 @@ class WhipServer:
 
         prompt = load_prompt(prompts, allowed_dir=self.config.prompts_dir)
         if self.config.warmup:
-            from .warmup import warm_up
+            from .prompts.warmup import warm_up
 
             warm_up(prompt)
         return prompt
@@ -241,7 +245,7 @@ class WhipServer:
 
     def _install_extensions(self, app: web.Application) -> None:
         """Optional modules (WHEP, ComfyStream compatibility, events) add their routes."""
-        for name in ("whep", "compat", "events"):
+        for name in ("http.whep", "comfystream.offer", "http.events"):
             try:
                 module = __import__(f"comfywhip_nb.{name}", fromlist=["setup_routes"])
             except ImportError:
@@ -389,7 +393,7 @@ class WhipServer:
         [1,H,W,3] float32) or ``"processed"`` (the ``ProcessedFrame`` record). ``None`` when
         nothing has been processed yet.
         """
-        from . import frames
+        from .pipeline import frames
 
         if not self.running:
             return None
@@ -411,7 +415,8 @@ class WhipServer:
         """End one session as a DELETE would; returns False for an unknown id."""
 
         async def close() -> bool:
-            return await self.core.close_session(session_id, "closed from Python")
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, "closed from Python")
+            return await self.core.close_session(session_id, end)
 
         return self._call(close())
 

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import logging
 
-from comfywhip_nb.client import run_publish
+from comfywhip_nb.client.whip_client import run_publish
 
 
 def main(argv: list[str] | None = None) -> int:

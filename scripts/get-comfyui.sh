@@ -37,7 +37,7 @@ if [ ! -f "$VENV/.setup-comfyui" ]; then
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
-  grep -v -E '^(#|$|torch|torchvision|torchaudio|comfyui-)' "$TREE/requirements.txt" > "$VENV/comfyui-requirements.txt"
+  grep -v -E '^(#|$|torch$|torchvision$|torchaudio$|comfyui-)' "$TREE/requirements.txt" > "$VENV/comfyui-requirements.txt"
   "$VENV/bin/pip" install -q -r "$VENV/comfyui-requirements.txt" requests
   "$VENV/bin/pip" install -q -e ".[dev]"
   touch "$VENV/.setup-comfyui"

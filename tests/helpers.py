@@ -41,7 +41,7 @@ async def make_offer(
     """A real aiortc offer (with host candidates); returns (peer connection, SDP)."""
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    from comfywhip_nb.testsrc import SineAudioTrack, TestPatternTrack
+    from comfywhip_nb.client.sources import SineAudioTrack, TestPatternTrack
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for _ in range(video):

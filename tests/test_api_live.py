@@ -13,10 +13,10 @@ import pytest
 from helpers import async_wait_until
 from PIL import Image
 
-from comfywhip_nb.client import WHIPClient
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.prompts import register_nodes
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 COLOR = (200, 40, 90)
 INVERT = {

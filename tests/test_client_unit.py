@@ -21,21 +21,21 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.mediastreams import MediaStreamError
 from PIL import Image
 
-from comfywhip_nb.client import (
-    PublishError,
-    WHIPClient,
-    _prompts_param,
-    run_publish,
-    strip_candidates,
-)
-from comfywhip_nb.ice import IceServer, parse_sdpfrag
-from comfywhip_nb.testsrc import (
+from comfywhip_nb.client.sources import (
     FileLoopTrack,
     ImageLoopTrack,
     SineAudioTrack,
     TestPatternTrack,
     open_source,
 )
+from comfywhip_nb.client.whip_client import (
+    PublishError,
+    WHIPClient,
+    _prompts_param,
+    run_publish,
+    strip_candidates,
+)
+from comfywhip_nb.rtc.ice import IceServer, parse_sdpfrag
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from helpers import async_wait_until, make_offer
 
-from comfywhip_nb.control import describe_node, parse_size
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.comfystream.control import describe_node, parse_size
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 RED = (200, 40, 40)
 INVERTED = (55, 215, 215)
@@ -42,7 +42,7 @@ class OfferPeer:
         self.pc.addTransceiver(TestPatternTrack(96, 64, fps=20, solid_color=RED), "sendrecv")
         self.audio = audio
         if audio:
-            from comfywhip_nb.testsrc import SineAudioTrack
+            from comfywhip_nb.client.sources import SineAudioTrack
 
             self.pc.addTransceiver(SineAudioTrack(), "sendrecv")
         self.channel = self.pc.createDataChannel("control")

@@ -12,9 +12,9 @@ import aiohttp
 from aiortc import RTCSessionDescription
 from helpers import make_offer
 
-from comfywhip_nb.events import MAX_PENDING, EventFeed, EventHub, format_event
+from comfywhip_nb.http.events import MAX_PENDING, EventFeed, EventHub, format_event
+from comfywhip_nb.rtc.sessions import SessionInfo
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.sessions import SessionInfo
 
 REL = "urn:ietf:params:whip:ext:core:server-sent-events"
 INVERT = {
@@ -89,7 +89,15 @@ async def test_event_stream_of_a_live_whip_session(server: WhipServer) -> None:
                 async with http.delete(location) as resp:
                     assert resp.status == 200
                 rest = [item async for item in events]  # ends: the server closed the stream
-                assert rest[-1] == ("state", {"session_id": first["session_id"], "state": "closed"})
+                assert rest[-1] == (
+                    "state",
+                    {
+                        "session_id": first["session_id"],
+                        "state": "closed",
+                        "end_reason": "delete",
+                        "end_detail": "DELETE from the client",
+                    },
+                )
         finally:
             await pc.close()
         async with http.get(url) as resp:  # the session is gone, and so is its stream

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comfywhip_nb import frames
+from comfywhip_nb.pipeline import frames
 
 
 def make_frame(rgb: np.ndarray, fmt: str = "rgb24", pts: int | None = 1234) -> av.VideoFrame:

@@ -37,10 +37,10 @@ from helpers import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfywhip_nb.client import WHIPClient
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.prompts import NODE_CLASS_MAPPINGS
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 pytestmark = [
     pytest.mark.timeout(240),

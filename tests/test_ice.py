@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywhip_nb.ice import (
+from comfywhip_nb.rtc.ice import (
     Candidate,
     IceServer,
     SdpFragError,

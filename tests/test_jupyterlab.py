@@ -308,7 +308,7 @@ class Publisher:
         import threading
 
         from comfywhip_nb.client import WHIPClient
-        from comfywhip_nb.testsrc import TestPatternTrack
+        from comfywhip_nb.client.sources import TestPatternTrack
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfywhip_nb.processing import (
+from comfywhip_nb.pipeline.processor import (
     FrameProcessor,
     ProcessedFrame,
     PromptOutputError,

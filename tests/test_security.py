@@ -29,13 +29,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import comfywhip_nb
-from comfywhip_nb import whip
-from comfywhip_nb.client import WHIPClient
-from comfywhip_nb.ice import IceServer
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whip_client import WHIPClient
+from comfywhip_nb.http import middleware as whip
+from comfywhip_nb.http.ratelimit import RateLimiter
 from comfywhip_nb.prompts import PromptError, load_prompt
-from comfywhip_nb.ratelimit import RateLimiter
+from comfywhip_nb.rtc.ice import IceServer
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import make_offer
 
-from comfywhip_nb.ice import IceServer
+from comfywhip_nb.rtc.ice import IceServer
 from comfywhip_nb.server import WhipServer
 
 

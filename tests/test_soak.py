@@ -29,9 +29,9 @@ import aiohttp
 import pytest
 from helpers import async_wait_until, make_offer, server_threads
 
-from comfywhip_nb.client import WHIPClient
+from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.testsrc import TestPatternTrack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 
 from comfywhip_nb.prompts import PromptError, register_nodes
+from comfywhip_nb.prompts.warmup import warm_up
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.warmup import warm_up
 
 
 class FailsAtRunTime:

@@ -21,11 +21,11 @@ from aiohttp import ClientSession, web
 from conftest import async_wait_until, wait_until
 
 import comfywhip_nb.server as server_module
-from comfywhip_nb import frames
-from comfywhip_nb.client import WHIPClient
+from comfywhip_nb.client.whip_client import WHIPClient
+from comfywhip_nb.http.trace import TraceRecorder, annotate_sdp, trace_middleware
+from comfywhip_nb.pipeline import frames
+from comfywhip_nb.rtc.sessions import SessionInfo
 from comfywhip_nb.server import WhipServer
-from comfywhip_nb.sessions import SessionInfo
-from comfywhip_nb.trace import TraceRecorder, annotate_sdp, trace_middleware
 from comfywhip_nb.widgets import (
     Dashboard,
     FrameFlow,
@@ -438,7 +438,7 @@ def test_trace_recorder_is_bounded() -> None:
     recorder = TraceRecorder(max_sessions=3, max_entries=4)
 
     def entry(session: str | None) -> Any:
-        from comfywhip_nb.trace import TraceEntry
+        from comfywhip_nb.http.trace import TraceEntry
 
         return TraceEntry(time.time(), 1.0, "PATCH", "/whip/x", 204, (), "", (), "", session)
 
@@ -455,7 +455,7 @@ def test_trace_recorder_is_bounded() -> None:
 async def test_annotate_sdp_explains_a_real_offer() -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    from comfywhip_nb.testsrc import TestPatternTrack
+    from comfywhip_nb.client.sources import TestPatternTrack
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver(TestPatternTrack(64, 48), direction="sendonly")

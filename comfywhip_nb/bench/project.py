@@ -71,7 +71,7 @@ class _Project:
     """Owns the WhipServer and the benchmark's frame listener."""
 
     def __init__(self) -> None:
-        from comfywhip_nb.frames import encode_preview_jpeg
+        from comfywhip_nb.pipeline.frames import encode_preview_jpeg
         from comfywhip_nb.prompts import register_nodes
         from comfywhip_nb.server import WhipServer
 

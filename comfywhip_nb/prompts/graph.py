@@ -6,7 +6,7 @@ SaveTensor feeds the next graph's LoadTensor. (``executor.load_prompt`` turns JS
 files into these objects first.)
 
 Validation collects every problem before failing, each as a NodeError naming the node and its
-class, and raises one PromptError with all of them (``whip.py`` maps it to HTTP 400). Hostile
+class, and raises one PromptError with all of them (``http/bodies.py`` maps it to HTTP 400). Hostile
 input (huge, deeply nested, not JSON) gives a PromptError too, never another exception.
 """
 

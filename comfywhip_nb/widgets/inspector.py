@@ -1,6 +1,6 @@
 """WhipInspector: the signalling trace of a session, explained (for learning WHIP).
 
-Reads ``server.trace`` (a ``comfywhip_nb.trace.TraceRecorder``) and renders every HTTP
+Reads ``server.trace`` (a ``comfywhip_nb.http.trace.TraceRecorder``) and renders every HTTP
 exchange: method, path, status, headers with what each WHIP header means, and bodies, with
 SDP offers/answers and trickle fragments annotated line by line (``annotate_sdp``).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..trace import TraceEntry, TraceRecorder, annotate_sdp
+from ..http.trace import TraceEntry, TraceRecorder, annotate_sdp
 from ._common import Refresher, close_tree, esc
 
 __all__ = ["WhipInspector", "entry_html", "sdp_html", "trace_html"]

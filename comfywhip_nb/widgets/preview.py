@@ -23,7 +23,7 @@ from typing import Any
 import ipywidgets as widgets
 from PIL import Image, ImageDraw
 
-from .. import frames
+from ..pipeline import frames
 from ._common import FrameFlow, Refresher, ShownTracker, close_tree, esc
 
 __all__ = ["FramePreview", "placeholder_jpeg"]

@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import BadRequest, MethodNotAllowed, NotFound
-from .whip import core_of, read_body, validate_prompts
+from ..errors import BadRequest, MethodNotAllowed, NotFound
+from .bodies import read_body, validate_prompts
+from .middleware import core_of
 
 __all__ = ["setup_api_routes"]
 
@@ -123,7 +124,7 @@ async def post_prompts(
 ) -> web.Response:
     core = core_of(request)
     if request.content_type not in ("application/json", "text/plain", ""):
-        from .errors import UnsupportedMediaType
+        from ..errors import UnsupportedMediaType
 
         raise UnsupportedMediaType(request.headers.get("Content-Type"), "application/json")
     text = await read_body(request, core.config.max_json_bytes)
@@ -147,7 +148,7 @@ async def post_prompts(
 
 
 async def preview(request: web.Request) -> web.Response:
-    from .frames import encode_preview_jpeg
+    from ..pipeline.frames import encode_preview_jpeg
 
     session_id = request.match_info["id"]
     session = core_of(request).sessions.get(session_id)
@@ -177,7 +178,7 @@ async def preview(request: web.Request) -> web.Response:
 
 async def presets(request: web.Request) -> web.Response:
     """The bundled example prompts ``{name: API-format graph}``, for the page's preset menu."""
-    from .prompts import list_presets, load_preset
+    from ..prompts import list_presets, load_preset
 
     def collect() -> dict[str, Any]:
         graphs = {name: load_preset(name).graphs for name in list_presets()}

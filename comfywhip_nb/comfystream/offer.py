@@ -29,15 +29,17 @@ from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 
-from .api import post_prompts
+from ..errors import BadRequest, UnsupportedMediaType
+from ..http.api_routes import post_prompts
+from ..http.bodies import read_body, validate_prompts
+from ..http.middleware import CORE_KEY, core_of
+from ..http.whip import extension_links
+from ..pipeline.egress import REFORMAT_LOCK
+from ..pipeline.processor import ProcessedFrame
+from ..rtc.offer_checks import OfferSummary, check_offer
+from ..rtc.sessions import Session
+from ..server_state import WhipCore
 from .control import ControlHub, SessionControl, parse_size
-from .core import WhipCore
-from .egress import REFORMAT_LOCK
-from .errors import BadRequest, UnsupportedMediaType
-from .offer import OfferSummary, check_offer
-from .processing import ProcessedFrame
-from .sessions import Session
-from .whip import CORE_KEY, core_of, extension_links, read_body, validate_prompts
 
 __all__ = [
     "HUB_KEY",

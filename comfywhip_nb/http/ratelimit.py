@@ -3,7 +3,7 @@
 RFC 9725 §4.8 (security considerations) says a WHIP endpoint SHOULD rate-limit the requests
 that create or change sessions. Each client (the remote address) owns a bucket holding up to
 ``burst`` tokens, refilled at ``rate`` tokens per second; a request takes one token, and a
-request finding the bucket empty is told how long to wait (the middleware in ``whip.py``
+request finding the bucket empty is told how long to wait (the middleware in ``middleware.py``
 answers ``429 Too Many Requests`` with ``Retry-After``).
 
 The defaults (20 requests/s, bursts of 40) are far above what a publisher, a browser page or

@@ -22,8 +22,7 @@ def warm_up(prompt: Any, width: int = 64, height: int = 64) -> float:
 
     Raises ``PromptError`` naming the failing node, so callers treat it like validation.
     """
-    from .prompts import PromptError
-    from .prompts.graph import NodeError
+    from .graph import NodeError, PromptError
 
     image = torch.full((1, height, width, 3), 0.5, dtype=torch.float32)
     started = time.perf_counter()

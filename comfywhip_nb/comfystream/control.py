@@ -33,10 +33,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .core import WhipCore
-from .errors import BadRequest
-from .sessions import Session
-from .whip import validate_prompts
+from ..prompts.graph import PromptError
+from ..prompts.validation import describe_prompt_error, load_prompt_data
+from ..rtc.sessions import Session
+from ..server_state import WhipCore
 
 __all__ = [
     "REPLIES",
@@ -166,7 +166,7 @@ class ControlHub:
         return data
 
     async def get_nodes(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
-        from .prompts import node_catalogue
+        from ..prompts import node_catalogue
 
         loop = asyncio.get_running_loop()
         catalogue = await loop.run_in_executor(None, node_catalogue)
@@ -184,12 +184,11 @@ class ControlHub:
                 raise ControlError(f"prompts is not valid JSON: {exc}") from None
         if raw is not None:
             try:
-                prompt = await validate_prompts(raw, self.core.config.warmup)
-            except BadRequest as exc:
-                nodes = exc.extra.get("node_errors")
-                raise ControlError(
-                    exc.message, **({"node_errors": nodes} if nodes else {})
-                ) from None
+                prompt = await load_prompt_data(raw, self.core.config.warmup)
+            except PromptError as exc:
+                message, details = describe_prompt_error(exc)
+                nodes = details.get("node_errors")
+                raise ControlError(message, **({"node_errors": nodes} if nodes else {})) from None
         if session.closed:
             raise ControlError("the session has ended")
         control = self.control(session)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BadRequest, UnprocessableOffer
+from ..errors import BadRequest, UnprocessableOffer
 
 __all__ = ["MediaSection", "OfferSummary", "check_offer"]
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .prompts import register_nodes
+from .registry import register_nodes
 
 __all__ = ["load_nodes_module"]
 

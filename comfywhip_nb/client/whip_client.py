@@ -45,8 +45,8 @@ from aiortc import (
 )
 from yarl import URL
 
-from .ice import IceServer, format_sdpfrag, parse_link_header, parse_sdpfrag, redacted
-from .testsrc import open_source
+from ..rtc.ice import IceServer, format_sdpfrag, parse_link_header, parse_sdpfrag, redacted
+from .sources import open_source
 
 __all__ = ["PublishError", "WHIPClient", "run_publish"]
 

@@ -50,11 +50,11 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 
-from .processing import ProcessedFrame
+from .processor import ProcessedFrame
 
 if TYPE_CHECKING:
-    from .core import WhipCore
-    from .sessions import Session
+    from ..rtc.sessions import Session
+    from ..server_state import WhipCore
 
 __all__ = ["Feed", "ProcessedVideoTrack", "SharedEncoder", "attach_echo", "viewer_track"]
 
