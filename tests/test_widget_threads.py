@@ -167,8 +167,8 @@ async def test_preview_endpoint_serves_the_input_frame_for_the_players_side_by_s
     from conftest import async_wait_until
 
     from comfywhip_nb import WHIPClient, WhipServer
-    from comfywhip_nb.prompts import load_preset
     from comfywhip_nb.client.sources import TestPatternTrack
+    from comfywhip_nb.prompts import load_preset
 
     colour = (200, 40, 40)
     server = WhipServer(port=0, prompts=load_preset("invert")).start()
