@@ -50,6 +50,30 @@ def find_kernel_loop() -> asyncio.AbstractEventLoop | None:
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
 
+def _context_for_hand_offs() -> contextvars.Context | None:
+    """The context hand-offs run in: None (the thread's own, empty) where ipykernel can
+    send from it, else a copy of the caller's (the cell creating the widget).
+
+    ipykernel reads the parent header of what it sends from context variables. 7.1+ falls
+    back to the most recent request's (so a widget update is tied to the running cell, which
+    is also what nbclient's ``store_widget_state`` records); 7.0 raises ``LookupError`` in a
+    context without them, so there the creating cell's parent is used.
+    """
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    get_parent = getattr(kernel, "get_parent", None)
+    if get_parent is None:
+        return None
+    try:
+        contextvars.Context().run(get_parent, "shell")
+    except LookupError:
+        return contextvars.copy_context()
+    except Exception:  # an older or unknown kernel API: the fallback is the safe choice
+        return contextvars.copy_context()
+    return None
+
+
 class KernelThread:
     """Where widget changes are applied: the kernel's loop, or inline outside a kernel.
 
@@ -68,15 +92,9 @@ class KernelThread:
 
     @classmethod
     def current(cls) -> KernelThread:
-        """The kernel's loop when called from a kernel (on its thread), else inline.
-
-        Hand-offs run in a copy of the caller's context (the cell that created the widget):
-        ipykernel reads the parent header of what it sends from context variables, and
-        ipykernel 7.0 raises ``LookupError`` in a context that has none (a callback scheduled
-        from a plain thread gets the thread's empty context).
-        """
+        """The kernel's loop when called from a kernel (on its thread), else inline."""
         loop = find_kernel_loop()
-        return cls(loop, contextvars.copy_context() if loop is not None else None)
+        return cls(loop, _context_for_hand_offs() if loop is not None else None)
 
     @property
     def inline(self) -> bool:
