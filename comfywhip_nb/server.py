@@ -424,11 +424,13 @@ class WhipServer:
 
         return self._call(close())
 
-    def dashboard(self) -> Any:
-        """The ipywidgets dashboard: sessions, live preview, prompt editor, stats plot."""
+    def dashboard(self, **options: Any) -> Any:
+        """The ipywidgets dashboard: sessions, live WHEP video (JPEG preview as fallback),
+        stats plot, prompt editor, inspector. ``options`` go to ``widgets.Dashboard`` (e.g.
+        ``mode="jpeg"``, ``url=`` the address the browser reaches the server at)."""
         from .widgets import Dashboard
 
-        return Dashboard(self)
+        return Dashboard(self, **options)
 
     def _repr_html_(self) -> str:
         """The status card a notebook shows when the server is a cell's last expression."""
