@@ -1,6 +1,7 @@
 # One command to set up and run the demo, one to set up and run the tests.
 #   make demo   -> venv + CPU torch + package, then `comfywhip demo`
 #   make test   -> the above + dev tools + Chromium/npm/GStreamer test deps, then ruff + pytest
+#   make test-comfyui -> a test-time ComfyUI 0.3.75 + .venv-comfyui, then tests/comfyui
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,8 +9,10 @@ BIN    := $(VENV)/bin
 # an open range could pull a multi-GB CUDA build. Override with TORCH_SPEC=... elsewhere.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_SECONDS ?= 10
+# tests/comfyui run a real ComfyUI in process: they need its own venv (scripts/get-comfyui.sh)
+COMFY_VENV ?= .venv-comfyui
 
-.PHONY: setup setup-dev browser-deps gstreamer-deps demo test lint format clean
+.PHONY: setup setup-dev browser-deps gstreamer-deps comfyui-deps demo test test-comfyui lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +36,12 @@ browser-deps:
 gstreamer-deps:
 	bash scripts/install-gstreamer.sh
 
+comfyui-deps:
+	COMFYUI_VENV=$(COMFY_VENV) bash scripts/get-comfyui.sh
+
+test-comfyui: comfyui-deps
+	$(COMFY_VENV)/bin/pytest -q -p no:cacheprovider tests/comfyui
+
 demo: setup
 	$(BIN)/comfywhip demo --duration $(DEMO_SECONDS) --out demo-out
 
@@ -40,12 +49,12 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup-dev browser-deps gstreamer-deps lint
-	$(BIN)/pytest -q
+test: setup-dev browser-deps gstreamer-deps lint test-comfyui
+	$(BIN)/pytest -q --ignore=tests/comfyui
 
 format: setup-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) demo-out bench-out tests/browser/node_modules
+	rm -rf $(VENV) $(COMFY_VENV) demo-out bench-out tests/browser/node_modules

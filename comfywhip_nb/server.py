@@ -35,6 +35,7 @@ from .http.trace import TraceRecorder, trace_middleware
 from .http.whip import setup_whip_routes
 from .pipeline.egress import Egress
 from .pipeline.processor import ProcessedFrame
+from .prompts.engines import comfyui_path_from_env, make_engine
 from .prompts.store import PromptStore, VersionedPrompt
 from .rtc.end_reason import EndReason, SessionEnd
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
@@ -108,6 +109,7 @@ class WhipServer:
         echo_processed: bool = False,
         warmup: bool = False,
         shared_encoding: bool = True,
+        comfyui: str | Path | None = None,
         ice_loopback: bool = False,
     ) -> None:
         if max_sessions < 1:
@@ -132,9 +134,13 @@ class WhipServer:
             echo_processed=echo_processed,
             warmup=warmup,
             shared_encoding=shared_encoding,
+            comfyui=str(comfyui) if comfyui else comfyui_path_from_env(),
             ice_loopback=ice_loopback,
         )
         self._cert, self._key = cert, key
+        #: the prompt engine: built-in, or the ComfyUI at ``comfyui`` / $COMFYUI_PATH, loaded
+        #: into this process now (in the caller's thread: start-up errors surface in the cell)
+        self.engine = make_engine(self.config.comfyui)
         initial = self._load(prompts) if prompts is not None else None
         self._store = PromptStore(initial)
         self._core: WhipCore | None = None
@@ -149,9 +155,7 @@ class WhipServer:
 
     # -- prompt validation happens in the caller's thread: errors surface in the cell ------
     def _load(self, prompts: Any) -> Any:
-        from .prompts import load_prompt
-
-        prompt = load_prompt(prompts, allowed_dir=self.config.prompts_dir)
+        prompt = self.engine.load(prompts, allowed_dir=self.config.prompts_dir)
         if self.config.warmup:
             from .prompts.warmup import warm_up
 
@@ -230,7 +234,7 @@ class WhipServer:
             previous.stop()
 
     async def _startup(self) -> None:
-        self._core = WhipCore(self.config, self._store)
+        self._core = WhipCore(self.config, self._store, self.engine)
         app = web.Application(
             middlewares=[trace_middleware(self.trace), *middlewares(self._core)],
             client_max_size=max(self.config.max_json_bytes, self.config.max_sdp_bytes) + 1024,
@@ -480,11 +484,13 @@ class WhipServer:
 
         return self._call(close())
 
-    def dashboard(self) -> Any:
-        """The ipywidgets dashboard: sessions, live preview, prompt editor, stats plot."""
+    def dashboard(self, **options: Any) -> Any:
+        """The ipywidgets dashboard: sessions, live WHEP video (JPEG preview as fallback),
+        stats plot, prompt editor, inspector. ``options`` go to ``widgets.Dashboard`` (e.g.
+        ``mode="jpeg"``, ``url=`` the address the browser reaches the server at)."""
         from .widgets import Dashboard
 
-        return Dashboard(self)
+        return Dashboard(self, **options)
 
     def _repr_html_(self) -> str:
         """The status card a notebook shows when the server is a cell's last expression."""

@@ -69,7 +69,7 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
         out for cell in nb.cells for out in cell.get("outputs", ()) if out.output_type == "error"
     ]
     assert errors == []
-    if path.name in ("01_quickstart.ipynb", "02_prompt_playground.ipynb"):
+    if path.name == "02_prompt_playground.ipynb":
         images = preview_images(nb)
         assert images, "no preview image in the saved widget state"
         frame = images[-1]
@@ -77,6 +77,11 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
         width, _height = Image.open(io.BytesIO(frame)).size
         assert 0 < width <= 640
     if path.name == "01_quickstart.ipynb":
+        players = [
+            m["state"] for m in widget_state(nb).values() if "server_url" in m.get("state", {})
+        ]
+        # the WHEP player's model, pointing at the notebook's server (no browser here to play)
+        assert players and players[0]["server_url"].startswith("http://127.0.0.1:")
         statuses = [
             m["state"].get("value", "")
             for m in widget_state(nb).values()

@@ -320,9 +320,8 @@ def traced_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[WhipServer]:
 
 async def test_dashboard_with_a_real_publisher(traced_server: WhipServer) -> None:
     server = traced_server
-    dash = Dashboard(server, max_fps=30)
+    dash = Dashboard(server, max_fps=30, mode="jpeg")
     live_front_end(dash.preview.flow)
-    live_front_end(dash.plot.flow)
     dash._repr_mimebundle_()
     client = WHIPClient(server.whip_url, trickle=True)
     try:

@@ -137,7 +137,7 @@ async def post_prompts(
     if data is None:
         prompt = None
     else:
-        prompt = await validate_prompts(data, core.config.warmup)
+        prompt = await validate_prompts(data, core.config.warmup, engine=core.engine)
     try:
         swap = core.swap_prompts(prompt, channel=channel, session_id=session_id)
     except KeyError:
@@ -168,9 +168,13 @@ async def preview(request: web.Request) -> web.Response:
     except ValueError:
         raise BadRequest("width must be an integer") from None
     width = max(16, min(width, 3840))
+    kind = request.query.get("kind", "processed")
+    if kind not in ("processed", "input"):
+        raise BadRequest("kind must be processed or input")
+    frame = latest.frame if kind == "processed" else latest.input_frame
     loop = asyncio.get_running_loop()
     # the processed av frame encodes 2-4x faster than the tensor (swscale + YUV planes)
-    data = await loop.run_in_executor(None, encode_preview_jpeg, latest.frame, width)
+    data = await loop.run_in_executor(None, encode_preview_jpeg, frame, width)
     return web.Response(
         body=data,
         content_type="image/jpeg",

@@ -3,11 +3,13 @@
 Developer notes (the protocol, in the spirit of jupyter_rfb's widget.py):
 
 * Threads. One ``Refresher`` thread per dashboard (or per standalone widget) polls the server
-  and *sets widget values*; ipykernel >= 7.0.1 sends those updates from any thread. Widgets
-  are created and displayed by the kernel thread only. Front-end events (buttons, dropdowns,
-  acknowledgements) arrive on the kernel thread; they only flip flags and ``wake()`` the
-  refresher. The one shared write: a session dropdown whose options the refresher updates
-  while the user may pick a value (the refresher keeps the user's choice when it still exists).
+  and prepares what is costly (snapshots, JPEG encoding, plot PNGs) in ``prepare``; every
+  widget change happens in the components' ``tick``, which the refresher hands to the
+  kernel's own thread (``_kernel.KernelThread``: ``loop.call_soon_threadsafe`` on the loop
+  the kernel runs cells on), so no comm message leaves from a foreign thread (ipykernel 7
+  can leave a cell "running" for good otherwise). Outside a kernel, ticks run inline.
+  Front-end events (buttons, dropdowns, acknowledgements) arrive on the kernel thread too;
+  they flip flags and ``wake()`` the refresher.
 * Flow control (``FrameFlow``). Every image sent is followed by a bump of a hidden sequence
   widget ``seq``. A ``jsdlink(seq -> ack)`` makes the front end copy each ``seq`` it has
   processed into a hidden ``ack`` widget and sync it back to the kernel (ipywidgets'
@@ -44,6 +46,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import ipywidgets as widgets
+
+from ._kernel import KernelThread
 
 __all__ = ["Component", "FrameFlow", "Refresher", "ShownTracker", "close_tree", "esc"]
 
@@ -163,17 +167,39 @@ class FrameFlow:
 
 class ShownTracker:
     """Whether a widget is on screen: ipywidgets' ``_view_count`` once a front end reports
-    views, else "displayed by the kernel" (headless runs have no front end at all)."""
+    views, else "displayed by the kernel" (headless runs have no front end at all).
 
-    def __init__(self, widget: widgets.DOMWidget, on_change: Callable[[], None] | None = None):
+    View tracking makes the front end send a comm message whenever a view appears or goes,
+    and such messages arriving while a cell awaits can leave that cell "running" for good
+    in JupyterLab with ipykernel 7 (see ``_kernel.py``); so it is only switched on
+    (``track()``) for widgets that need it, such as a JPEG preview that is the live view.
+    """
+
+    def __init__(
+        self,
+        widget: widgets.DOMWidget,
+        on_change: Callable[[], None] | None = None,
+        *,
+        track_views: bool = True,
+    ):
         self.displayed = False
         self.reported = False
         self._widget = widget
         self._on_change = on_change
-        widget._view_count = 0  # start view tracking in the front end
+        self._tracking = False
         widget.observe(self._on_views, names="_view_count")
+        if track_views:
+            self.track()
+
+    def track(self) -> None:
+        """Start view tracking in the front end (idempotent)."""
+        if not self._tracking:
+            self._widget._view_count = 0  # our own reset is no report from a front end
+            self._tracking = True
 
     def _on_views(self, change: Mapping[str, Any]) -> None:
+        if not self._tracking:
+            return
         self.reported = True
         if self._on_change is not None:
             self._on_change()
@@ -189,6 +215,10 @@ class ShownTracker:
 class Refresher:
     """The background thread that keeps a set of components up to date.
 
+    Each round it gathers data on its own thread (the session snapshot, then each
+    component's optional ``prepare(now, sessions)``: JPEG encoding, plot rendering) and
+    hands the widget changes (each component's ``tick``) to the kernel's thread through
+    ``KernelThread`` (see ``_kernel.py``), waiting for that batch before the next round.
     Stops on ``stop()`` or by itself when the server stops; ``stop`` joins the thread.
     """
 
@@ -198,15 +228,20 @@ class Refresher:
         components: Iterable[Component],
         *,
         on_error: Callable[[str], None] | None = None,
+        kernel: KernelThread | None = None,
     ) -> None:
         self.server = server
         self.components = list(components)
         self.on_error = on_error
+        self.kernel = kernel if kernel is not None else KernelThread.current()
         self.name = f"comfywhip-dashboard-{next(_counter)}"
         self.errors: deque[str] = deque(maxlen=20)
         self._cond = threading.Condition()
         self._stopping = False
         self._woken = False
+        self._pending = False  # a batch of ticks waits for the kernel thread
+        self._wait_hint = IDLE_TICK
+        self.batches = 0
         self._thread: threading.Thread | None = None
         self._snapshot: Mapping[str, Any] = {}
         self._snapshot_at = -1.0
@@ -226,13 +261,13 @@ class Refresher:
     def wake(self) -> None:
         with self._cond:
             self._woken = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Idempotent; returns once the thread has ended (or ``timeout`` passed)."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -250,11 +285,72 @@ class Refresher:
         if not self.errors or self.errors[-1] != message:
             logger.warning("WHIP: %s refresh failed: %s", self.name, message, exc_info=exc)
         self.errors.append(message)
-        if self.on_error is not None:
+        on_error = self.on_error
+        if on_error is not None:
+            self.kernel.call(lambda: on_error(message))
+
+    def _gather(self, now: float) -> Mapping[str, Any] | None:
+        """Refresher-thread work: snapshot and ``prepare``; None once the server stopped."""
+        try:
+            sessions = self.sessions(now)
+        except Exception as exc:  # the server stopped between the check and the call
+            if not self.server.running:
+                return None
+            self._report(self, exc)
+            sessions = self._snapshot
+        for component in self.components:
+            prepare = getattr(component, "prepare", None)
+            if prepare is None:
+                continue
             try:
-                self.on_error(message)
-            except Exception:
-                logger.exception("WHIP: %s error display failed", self.name)
+                prepare(now, sessions)
+            except Exception as exc:
+                self._report(component, exc)
+        return sessions
+
+    def _tick_all(self) -> float:
+        """Kernel-thread work: every component applies its changes to its widgets."""
+        now = time.monotonic()
+        sessions = self._snapshot  # the freshest: a late batch never shows stale data
+        wait = IDLE_TICK
+        for component in self.components:
+            try:
+                wait = min(wait, component.tick(now, sessions))
+            except Exception as exc:
+                self._report(component, exc)
+        return wait
+
+    def _batch(self) -> None:
+        wait = IDLE_TICK
+        try:
+            if not self._stopping:
+                wait = self._tick_all()
+                self.batches += 1
+        finally:
+            with self._cond:
+                self._pending = False
+                self._wait_hint = wait
+                self._cond.notify_all()
+
+    def _round(self) -> float | None:
+        """One round; the seconds to wait before the next, or None to end the thread."""
+        if self.kernel.inline:
+            wait = self._tick_all()
+            self.batches += 1
+            return wait
+        with self._cond:
+            submit = not self._pending
+            self._pending = True
+        if submit and not self.kernel.call(self._batch):
+            return None  # the kernel's loop is gone
+        deadline = time.monotonic() + IDLE_TICK
+        with self._cond:
+            while self._pending and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return 0.0  # the kernel is busy: gather again, submit nothing new
+                self._cond.wait(left)
+            return self._wait_hint
 
     def _run(self) -> None:
         while True:
@@ -263,24 +359,25 @@ class Refresher:
                     return
             if not self.server.running:
                 break
-            now = time.monotonic()
-            wait = IDLE_TICK
-            try:
-                sessions = self.sessions(now)
-            except Exception as exc:  # the server stopped between the check and the call
-                if not self.server.running:
-                    break
-                self._report(self, exc)
-                sessions = self._snapshot
-            for component in self.components:
-                try:
-                    wait = min(wait, component.tick(now, sessions))
-                except Exception as exc:
-                    self._report(component, exc)
+            if self._gather(time.monotonic()) is None:
+                break
+            wait = self._round()
+            if wait is None:
+                return
             with self._cond:
-                if not self._woken and not self._stopping:
+                if not self._woken and not self._stopping and wait > 0:
                     self._cond.wait(max(wait, 0.005))
                 self._woken = False
+        for component in self.components:
+            prepare = getattr(component, "prepare_stopped", None)
+            if prepare is not None:
+                try:
+                    prepare()
+                except Exception as exc:
+                    self._report(component, exc)
+        self.kernel.call(self._stopped)
+
+    def _stopped(self) -> None:
         for component in self.components:
             try:
                 component.on_server_stopped()

@@ -1,6 +1,9 @@
-"""Dashboard: status card, session table, live preview, stats plot, prompt editor, inspector.
+"""Dashboard: status card, session table, live video, stats plot, prompt editor, inspector.
 
-One ``Refresher`` thread drives every part. It stops on ``close()`` or when the server stops.
+The live video is a ``LiveView``: the browser plays the processed video over WHEP
+(``PlayerWidget``), with the kernel's JPEG preview as the fallback where the browser cannot
+reach the server. One ``Refresher`` thread gathers data for every part and hands the widget
+changes to the kernel's own thread. It stops on ``close()`` or when the server stops.
 A server keeps at most one live dashboard by default: re-running ``server.dashboard()``
 closes the previous one, whose refresher would otherwise keep running for an output that
 is gone (ipywidgets never tells the kernel that an output was cleared).
@@ -17,8 +20,8 @@ import ipywidgets as widgets
 
 from ._common import Refresher, close_tree, esc
 from .inspector import WhipInspector
+from .player import LiveView
 from .plot import StatsPlot
-from .preview import FramePreview
 from .prompt_editor import PromptEditor
 from .status import SessionTable, status_card_html
 
@@ -48,14 +51,20 @@ class _StatusCard:
 class Dashboard(widgets.VBox):
     """Everything about a running ``WhipServer`` in one widget: ``server.dashboard()``.
 
-    ``max_fps`` caps the preview; ``show_input`` shows the input frame beside the processed
-    one; ``replace=False`` keeps earlier dashboards of the same server alive.
+    ``mode``: ``"auto"`` (WHEP player, JPEG preview as fallback), ``"whep"`` or ``"jpeg"``;
+    ``url``: the server's address as the browser sees it (default ``server.url``);
+    ``target``: the channel or session the player shows (default: the default channel);
+    ``max_fps`` caps the JPEG preview; ``show_input`` shows the input beside the processed
+    video; ``replace=False`` keeps earlier dashboards of the same server alive.
     """
 
     def __init__(
         self,
         server: Any,
         *,
+        mode: str = "auto",
+        url: str | None = None,
+        target: str = "",
         max_fps: float = 15.0,
         show_input: bool = False,
         max_in_flight: int = 2,
@@ -69,13 +78,18 @@ class Dashboard(widgets.VBox):
                 old.close()
         self.card = _StatusCard(server)
         self.sessions_table = SessionTable(server, autostart=False)
-        self.preview = FramePreview(
+        self.live = LiveView(
             server,
+            mode=mode,
+            url=url,
+            target=target,
             max_fps=max_fps,
             show_input=show_input,
             max_in_flight=max_in_flight,
             autostart=False,
         )
+        self.player = self.live.player
+        self.preview = self.live.preview
         self.plot = StatsPlot(server, autostart=False)
         self.editor = PromptEditor(server, autostart=False)
         self.inspector = WhipInspector(server, autostart=False)
@@ -90,7 +104,7 @@ class Dashboard(widgets.VBox):
                 self.card.html,
                 self.sessions_table,
                 widgets.HBox(
-                    [self.preview, self.plot],
+                    [self.live, self.plot],
                     layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"),
                 ),
                 self.sections,
@@ -98,12 +112,12 @@ class Dashboard(widgets.VBox):
             ]
         )
         self.add_class("comfywhip-dashboard")
-        self.preview.layout.flex = "1 1 480px"
+        self.live.layout.flex = "1 1 480px"
         self.plot.layout.flex = "0 1 450px"
         components = [
             self.card,
             self.sessions_table,
-            self.preview,
+            self.live,
             self.plot,
             self.editor,
             self.inspector,
@@ -122,7 +136,8 @@ class Dashboard(widgets.VBox):
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        self.preview.mark_displayed()
+        self.preview._shown.displayed = True  # counts once the preview is the live view
+        self.live.mark_displayed()
         self.plot.mark_displayed()
         return super()._repr_mimebundle_(**kwargs)
 

@@ -7,6 +7,8 @@ the last frame, and (4) the frame index changed. Only then is it downscaled to a
 ``max_width`` pixels and JPEG-encoded, on the refresher thread; the server's event loop and
 processing worker never wait for the preview. Frames produced meanwhile are simply never
 looked at (newest frame wins), so a slow or frozen front end costs nothing upstream.
+Encoding happens in ``prepare`` (refresher thread); ``tick`` only sets the widget values, on
+the kernel's thread. In a dashboard this is the fallback of the WHEP ``PlayerWidget``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class FramePreview(widgets.VBox):
         show_input: bool = False,
         quality: int = 80,
         autostart: bool = True,
+        track_views: bool = True,
     ) -> None:
         if max_fps <= 0:
             raise ValueError(f"max_fps must be positive, got {max_fps}")
@@ -84,7 +87,7 @@ class FramePreview(widgets.VBox):
         )
         self.image.add_class("comfywhip-preview-image")  # found by tests and the browser check
         self.input_image.add_class("comfywhip-input-image")
-        self._shown = ShownTracker(self.image, on_change=self._wake)
+        self._shown = ShownTracker(self.image, on_change=self._wake, track_views=track_views)
         self.chooser = widgets.Dropdown(
             options=[("newest session", NEWEST)],
             value=NEWEST,
@@ -135,6 +138,8 @@ class FramePreview(widgets.VBox):
 
         self._lock = threading.Lock()
         self._last_key: tuple[Any, ...] | None = None
+        self._ready: tuple[Any, ...] | None = None  # (key, frame, jpeg, input jpeg) to show
+        self._waiting = False
         self._next_at = 0.0
         self._status_at = 0.0
         self._placeholder_shown = True
@@ -163,6 +168,7 @@ class FramePreview(widgets.VBox):
         self.live.icon = "play" if self.live.value else "pause"
         with self._lock:
             self._last_key = None  # resend at once for the new choice
+            self._ready = None
         self._wake()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -193,15 +199,12 @@ class FramePreview(widgets.VBox):
             # a vanished session falls back to "newest" rather than to an arbitrary one
             self.chooser.value = current if current in dict(options).values() else NEWEST
 
-    def tick(self, now: float, sessions: Mapping[str, Any]) -> float:
-        self._update_choices(sessions)
-        if not self.live.value or not self.shown:
-            return 0.5
-        if not self.flow.ready():
-            self._update_status(now, None)  # says "waiting for the front end", once
-            return min(self.flow.maybe_probe(now), 1.0)
+    def prepare(self, now: float, sessions: Mapping[str, Any]) -> None:
+        """Refresher thread: fetch the newest frame and encode it when one is due."""
+        if not self.live.value or not self.shown or not self.flow.ready():
+            return
         if now < self._next_at:
-            return self._next_at - now
+            return
         choice = self.chooser.value
         session_id = None if choice == NEWEST else choice
         try:
@@ -209,24 +212,15 @@ class FramePreview(widgets.VBox):
         except KeyError:  # the chosen session ended between snapshot and now
             latest = None
         if latest is None:
-            self._show_waiting(now, sessions)
-            return 0.2
+            with self._lock:
+                self._waiting = True
+            return
         with_input = bool(self.show_input.value)
         key = (session_id, latest.index, with_input)
         with self._lock:
-            if key == self._last_key:
-                return 1.0 / self.max_fps / 2  # poll for the next frame at twice the cap
-            previous = self._last_key
-            self._last_key = key
-        if previous is not None and previous[0] == session_id and latest.index > previous[1] + 1:
-            self.frames_skipped += latest.index - previous[1] - 1
-        self._push_frame(latest, with_input, now)
-        self._next_at = now + 1.0 / self.max_fps
-        self._last_sent = latest
-        self._update_status(now, latest)
-        return 1.0 / self.max_fps
-
-    def _push_frame(self, latest: Any, with_input: bool, now: float) -> None:
+            self._waiting = False
+            if key == self._last_key or (self._ready is not None and self._ready[0] == key):
+                return
         started = time.perf_counter()
         processed = frames.encode_preview_jpeg(latest.frame, self.max_width, self.quality)
         raw = (
@@ -235,6 +229,33 @@ class FramePreview(widgets.VBox):
             else None
         )
         self._encode_ms.append((time.perf_counter() - started) * 1e3)
+        with self._lock:
+            self._ready = (key, latest, processed, raw)
+
+    def tick(self, now: float, sessions: Mapping[str, Any]) -> float:
+        """Kernel thread: show what ``prepare`` encoded (inline outside a kernel)."""
+        self._update_choices(sessions)
+        if not self.live.value or not self.shown:
+            return 0.5
+        if not self.flow.ready():
+            self._update_status(now, None)  # says "waiting for the front end", once
+            return min(self.flow.maybe_probe(now), 1.0)
+        with self._lock:
+            ready, self._ready = self._ready, None
+            waiting = self._waiting
+        if ready is None:
+            if waiting:
+                self._show_waiting(now, sessions)
+                return 0.2
+            if now < self._next_at:
+                return self._next_at - now
+            return 1.0 / self.max_fps / 2  # poll for the next frame at twice the cap
+        key, latest, processed, raw = ready
+        with self._lock:
+            previous = self._last_key
+            self._last_key = key
+        if previous is not None and previous[0] == key[0] and latest.index > previous[1] + 1:
+            self.frames_skipped += latest.index - previous[1] - 1
         self.image.value = processed
         if raw is not None:
             self.input_image.value = raw
@@ -244,6 +265,10 @@ class FramePreview(widgets.VBox):
         self._placeholder_shown = False
         self._sent_times.append(now)
         self.updated_from.add(threading.current_thread().name)
+        self._next_at = now + 1.0 / self.max_fps
+        self._last_sent = latest
+        self._update_status(now, latest)
+        return 1.0 / self.max_fps
 
     def _show_waiting(self, now: float, sessions: Mapping[str, Any]) -> None:
         if now - self._status_at >= STATUS_PERIOD:
