@@ -32,7 +32,7 @@ from aiohttp import web
 from .http.api_routes import setup_api_routes
 from .http.middleware import CORE_KEY, middlewares
 from .http.trace import TraceRecorder, trace_middleware
-from .http.whip import setup_whip_routes
+from .http.whip import normalize_public_url, setup_whip_routes
 from .prompts.store import PromptStore
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .rtc.sessions import SessionInfo
@@ -93,6 +93,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        public_url: str | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -100,6 +101,7 @@ class WhipServer:
             raise ValueError(f"rate_limit must be >= 0 (0 disables it), got {rate_limit}")
         if (cert is None) != (key is None):
             raise ValueError("HTTPS needs both cert and key")
+        public_url = normalize_public_url(public_url)
         self.config = ServerConfig(
             host=host,
             port=int(port),
@@ -115,6 +117,7 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            public_url=public_url,
         )
         self._cert, self._key = cert, key
         initial = self._load(prompts) if prompts is not None else None

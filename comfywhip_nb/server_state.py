@@ -59,6 +59,9 @@ class ServerConfig:
     """Folder prompt files may be loaded from (``None``: current directory)."""
     warmup: bool = False
     """Run every new prompt once on a blank frame before it goes live (``prompts/warmup.py``)."""
+    public_url: str | None = None
+    """Base URL clients reach this instance at (behind a proxy or balancer): ``Location``,
+    WHEP and event links and the page use it instead of the request's own origin."""
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""
