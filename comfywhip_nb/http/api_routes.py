@@ -30,7 +30,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def whip_stats(request: web.Request) -> web.Response:
-    snapshot = core_of(request).sessions.snapshot()
+    sessions = core_of(request).sessions
+    await asyncio.gather(*(s.rtp.refresh() for s in sessions.values()))  # packets lost
+    snapshot = sessions.snapshot()
     return web.json_response({sid: info.to_dict() for sid, info in snapshot.items()})
 
 

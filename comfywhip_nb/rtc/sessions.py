@@ -21,6 +21,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
+from .netstats import RtpCounters
 
 __all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
 
@@ -65,6 +66,8 @@ class SessionInfo:
     height: int = 0
     node_ms: dict[str, float] = field(default_factory=dict)
     minute_fps: tuple[float, ...] = ()
+    network: dict[str, int] = field(default_factory=dict)
+    """RTP packets received/lost, NACKs and PLIs sent (``netstats.RtpCounters``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``/whip-stats`` entry for this session."""
@@ -89,6 +92,7 @@ class SessionInfo:
             "width": self.width,
             "height": self.height,
             "node_ms": {k: round(v, 3) for k, v in self.node_ms.items()},
+            **self.network,
         }
 
 
@@ -129,6 +133,7 @@ class Session:
         self.processor = FrameProcessor(
             self.id[:8], frame_timeout=frame_timeout, on_processed=self._fan_out
         )
+        self.rtp = RtpCounters()
         self._tasks: list[asyncio.Task[None]] = []
         self._on_close: list[Callable[[Session], None]] = []
 
@@ -153,6 +158,8 @@ class Session:
     def attach_track(self, track: MediaStreamTrack) -> None:
         """Start consuming ``track`` at once; called from aiortc's ``track`` event."""
         self.log(logging.INFO, "track received: %s", track.kind)
+        for transceiver in self.pc.getTransceivers():  # ``track`` may be a relay's copy
+            self.rtp.watch(transceiver.receiver)
         if track.kind == "video":
             self.has_video = True
             self.processor.start()
@@ -202,6 +209,7 @@ class Session:
             height=stats.height,
             node_ms=dict(stats.node_ms),
             minute_fps=tuple(stats.minute_fps),
+            network=self.rtp.as_dict(),
         )
 
     async def close(self, reason: str = "closed") -> None:
