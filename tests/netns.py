@@ -163,22 +163,31 @@ class Lab:
     # the packets in and out; a blackout drops them all), a bottleneck is ``tc tbf`` on the
     # host's egress, and delay/jitter use netem only where the kernel has it.
     def impair(self, host: Host, loss_pct: float = 0.0) -> None:
-        """Drop ``loss_pct`` % of ``host``'s packets each way (100: blackout; 0: clean)."""
-        subprocess.run(["ip", "netns", "exec", host.ns, "nft", "delete", "table", "inet",
-                        "cwfault"], capture_output=True, timeout=30)  # fmt: skip
+        """Drop ``loss_pct`` % of ``host``'s packets each way (100: blackout; 0: clean).
+
+        The drop happens on the switch (a bridge-family table in the hub namespace), as on a
+        real path: the host's own sockets see no error, packets simply vanish.
+        """
+        table = f"cwfault_{host.hub_if}"
+        subprocess.run(["ip", "netns", "exec", self.hub, "nft", "delete", "table", "bridge",
+                        table], capture_output=True, timeout=30)  # fmt: skip
         if loss_pct <= 0:
             return
         rule = "drop" if loss_pct >= 100 else f"numgen random mod 1000 < {int(loss_pct * 10)} drop"
+        dev = host.hub_if
         script = (
-            "table inet cwfault {\n"
-            f"  chain in {{ type filter hook input priority 0; policy accept; {rule}; }}\n"
-            f"  chain out {{ type filter hook output priority 0; policy accept; {rule}; }}\n"
+            f"table bridge {table} {{\n"
+            "  chain faults { type filter hook forward priority 0; policy accept;\n"
+            f'    meta iifname "{dev}" {rule}\n'
+            f'    meta oifname "{dev}" {rule}\n'
+            "  }\n"
             "}\n"
         )
-        result = subprocess.run(["ip", "netns", "exec", host.ns, "nft", "-f", "-"], input=script,
-                                capture_output=True, text=True, timeout=30)  # fmt: skip
+        result = subprocess.run(["ip", "netns", "exec", self.hub, "nft", "-f", "-"],
+                                input=script, capture_output=True, text=True,
+                                timeout=30)  # fmt: skip
         if result.returncode != 0:
-            raise RuntimeError(f"nft in {host.ns}: {result.stderr.strip()}")
+            raise RuntimeError(f"nft in {self.hub}: {result.stderr.strip()}")
 
     def bottleneck(self, host: Host, rate: str | None) -> None:
         """Limit ``host``'s egress to ``rate`` (e.g. ``"1mbit"``) with tc tbf; None: remove."""

@@ -5,7 +5,8 @@ in a third that reads ``/whip-stats`` over a clean link (so the fault does not d
 measurement). Loss and the blackout are nftables drops on the publisher's link (this kernel
 has no sch_netem; see tests/netns.py). Checked: the session survives 5 % loss and a 3 s
 blackout, loss is answered with NACKs and counted, and processing resumes within 2 s after
-the blackout (the issue's bound). Other conditions and figures: benchmarks/network_faults.py.
+the blackout (the issue's bound; without the server's gap resync it took 4.5-6 s at
+640x480). Other conditions and figures: benchmarks/network_faults.py.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ class Rig:
         entry = self.stats().get(session_id)
         return -1 if entry is None else int(entry["frames_processed"])
 
-    def publish(self) -> WHIPClient:
+    def publish(self, width: int = 320, height: int = 240, fps: int = 15) -> WHIPClient:
         async def go() -> WHIPClient:
             client = WHIPClient(self.whip_url)
-            await client.publish("testsrc", width=320, height=240, fps=15)
+            await client.publish("testsrc", width=width, height=height, fps=fps)
             await client.wait_connected(30)
             return client
 
@@ -115,13 +116,14 @@ def test_session_survives_5_percent_loss_and_counts_nacks(rig: Rig) -> None:
         assert entry["connection_state"] == "connected"
         assert client.connection_state == "connected"
         assert entry["nacks_sent"] > 0, entry  # losses are asked for again
-        assert entry["packets_received"] > 0
     finally:
         rig.pub_loop.run(client.unpublish())
 
 
 def test_session_survives_3s_blackout_and_resumes_within_2s(rig: Rig) -> None:
-    client = rig.publish()
+    # 640x480/30 fps: a 3 s gap outgrows the publisher's retransmission history, so only the
+    # server's resync (rtc/resync.py) gets processing going again quickly
+    client = rig.publish(640, 480, 30)
     session_id = client.resource_url.rsplit("/", 1)[1]
     try:
         time.sleep(2)

@@ -1,4 +1,5 @@
-"""Per-session network counters: RTP packets lost, NACKs and PLIs this server sent.
+"""Per-session network counters: RTP packets lost, NACKs and PLIs this server sent, gaps
+skipped by the resync watch (``resync.py``).
 
 aiortc's receiver already answers loss itself: it NACKs missing sequence numbers (the sender
 retransmits) and sends a PLI when a frame cannot be reassembled or decoded, so the publisher
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from .resync import GapWatch
 
 __all__ = ["RtpCounters"]
 
@@ -29,6 +32,7 @@ class RtpCounters:
         self.packets_lost = 0
         self.packets_received = 0
         self._receivers: list[Any] = []
+        self._gap_watches: list[GapWatch] = []
 
     def watch(self, receiver: Any) -> None:
         """Count the NACKs and PLIs ``receiver`` (an ``RTCRtpReceiver``) sends; idempotent."""
@@ -56,6 +60,16 @@ class RtpCounters:
                 await send_pli(media_ssrc)
 
             receiver._send_rtcp_pli = pli
+        if getattr(getattr(receiver, "track", None), "kind", None) == "video":
+            watch = GapWatch(receiver)  # after the wrap: its PLIs are counted too
+            watch.start()
+            self._gap_watches.append(watch)
+
+    def stop(self) -> None:
+        """End the gap watches and forget the receivers (the session is closing)."""
+        for watch in self._gap_watches:
+            watch.stop()
+        self._receivers.clear()
 
     async def refresh(self) -> None:
         """Update ``packets_lost``/``packets_received`` from the receivers' ``getStats``."""
@@ -71,9 +85,9 @@ class RtpCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {
-            "packets_received": self.packets_received,
             "packets_lost": self.packets_lost,
             "nacks_sent": self.nacks_sent,
             "nack_packets": self.nack_packets,
             "plis_sent": self.plis_sent,
+            "gap_skips": sum(w.skips for w in self._gap_watches),
         }

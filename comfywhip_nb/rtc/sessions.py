@@ -220,6 +220,7 @@ class Session:
         self.log(logging.INFO, "terminated (%s)", reason)
         for task in self._tasks:
             task.cancel()
+        self.rtp.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
         for task in self._tasks:
