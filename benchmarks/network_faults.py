@@ -168,11 +168,15 @@ def browser_publisher(bench: Bench, tmp: Path) -> Callable[[], Any] | None:
             "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
+            # the camera needs a secure context; the server is plain http on a lab address
+            f"--unsafely-treat-insecure-origin-as-secure={bench.base}",
         ],
     )  # fmt: skip
 
     def start() -> tuple[str, Callable[[], None]]:
         page = browser.new_page()
+        if os.environ.get("CW_DEBUG"):
+            page.on("console", lambda m: print("page:", m.text, file=sys.stderr))
         page.goto(f"{bench.base}/?server={bench.base}")
         page.click("#start")
         page.wait_for_function("window.comfywhip && window.comfywhip.sessionId", timeout=30000)
