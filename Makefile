@@ -1,6 +1,6 @@
 # One command to set up and run the demo, one to set up and run the tests.
 #   make demo   -> venv + CPU torch + package, then `comfywhip demo`
-#   make test   -> the above + dev tools + Chromium/npm/nginx test deps, then ruff + pytest
+#   make test   -> the above + dev tools + Chromium/npm/GStreamer/nginx test deps, then ruff + pytest
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_SECONDS ?= 10
 
-.PHONY: setup setup-dev browser-deps network-deps demo test lint format clean
+.PHONY: setup setup-dev browser-deps gstreamer-deps network-deps demo test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ setup-dev: $(VENV)/.setup-dev
 browser-deps:
 	bash scripts/install-browser-deps.sh
 
+gstreamer-deps:
+	bash scripts/install-gstreamer.sh
+
 network-deps:
 	bash scripts/install-network-deps.sh
 
@@ -40,7 +43,7 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup-dev browser-deps network-deps lint
+test: setup-dev browser-deps gstreamer-deps network-deps lint
 	$(BIN)/pytest -q
 
 format: setup-dev

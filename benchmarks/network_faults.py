@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import aiohttp  # noqa: E402
 import aioice.ice  # noqa: E402
-from netns import Host, Lab, NetnsLoop, unavailable_reason, wait_http  # noqa: E402
+from netlab import Host, Lab, NetnsLoop, unavailable_reason, wait_http  # noqa: E402
 
 from comfywhip_nb.client.whip_client import WHIPClient  # noqa: E402
 

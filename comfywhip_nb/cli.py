@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         "RFC 9725 answers are recvonly, so off by default)",
     )
     serve.add_argument(
+        "--ice-loopback",
+        action="store_true",
+        help="also offer a 127.0.0.1 ICE candidate (automatic when --host is a loopback "
+        "address): for publishers on this machine when it has no other network",
+    )
+    serve.add_argument(
         "--warmup",
         action="store_true",
         help="run each new prompt once on a blank frame before it goes live",
@@ -167,6 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         echo_processed=args.echo_processed,
         rate_limit=args.rate_limit,
         warmup=args.warmup,
+        ice_loopback=args.ice_loopback,
         public_url=args.public_url,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:

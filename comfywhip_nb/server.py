@@ -34,6 +34,7 @@ from .http.middleware import CORE_KEY, middlewares
 from .http.trace import TraceRecorder, trace_middleware
 from .http.whip import normalize_public_url, setup_whip_routes
 from .prompts.store import PromptStore
+from .rtc.end_reason import EndReason, SessionEnd
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
 from .rtc.sessions import SessionInfo
 from .server_state import ServerConfig, WhipCore
@@ -93,6 +94,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        ice_loopback: bool = False,
         public_url: str | None = None,
     ) -> None:
         if max_sessions < 1:
@@ -117,6 +119,7 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            ice_loopback=ice_loopback,
             public_url=public_url,
         )
         self._cert, self._key = cert, key
@@ -415,7 +418,8 @@ class WhipServer:
         """End one session as a DELETE would; returns False for an unknown id."""
 
         async def close() -> bool:
-            return await self.core.close_session(session_id, "closed from Python")
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, "closed from Python")
+            return await self.core.close_session(session_id, end)
 
         return self._call(close())
 

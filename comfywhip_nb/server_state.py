@@ -15,13 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
 from .errors import BadRequest, TooManySessions, UnprocessableOffer
 from .prompts.store import PromptStore, VersionedPrompt
+from .rtc.end_reason import EndReason, SessionEnd, end_from_peer
+from .rtc.ended import EndedSessions
 from .rtc.ice import IceServer
 from .rtc.offer_checks import OfferSummary, check_offer
+from .rtc.peer import ServerPeerConnection, is_loopback_host
 from .rtc.sessions import Session, SessionRegistry
 
 __all__ = ["ServerConfig", "WhipCore"]
@@ -59,6 +62,9 @@ class ServerConfig:
     """Folder prompt files may be loaded from (``None``: current directory)."""
     warmup: bool = False
     """Run every new prompt once on a blank frame before it goes live (``prompts/warmup.py``)."""
+    ice_loopback: bool = False
+    """Give the server's peers a 127.0.0.1 host candidate even when ``host`` is not a
+    loopback address (it always does when it is; see ``rtc/peer.py``)."""
     public_url: str | None = None
     """Base URL clients reach this instance at (behind a proxy or balancer): ``Location``,
     WHEP and event links and the page use it instead of the request's own origin."""
@@ -74,6 +80,8 @@ class WhipCore:
         self.config = config
         self.prompts = prompts
         self.sessions = SessionRegistry()
+        #: sessions that ended in the last minute, so a late DELETE still gets 200
+        self.ended = EndedSessions()
         self.started_at = time.time()
         self._reaper: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[str, Session], None]] = []
@@ -87,14 +95,20 @@ class WhipCore:
             self._reaper.cancel()
             with contextlib.suppress(BaseException):
                 await self._reaper
+        stop = SessionEnd(EndReason.SERVER_STOP, "the server is stopping")
         await asyncio.gather(
-            *(self.close_session(s.id, "server stopping") for s in self.sessions.values()),
+            *(self.close_session(s.id, stop) for s in self.sessions.values()),
             return_exceptions=True,
         )
 
     def rtc_configuration(self) -> RTCConfiguration:
         # an explicit list, even empty: aiortc would otherwise fall back to a public STUN
         return RTCConfiguration(iceServers=[s.to_rtc() for s in self.config.ice_servers])
+
+    def new_peer(self) -> ServerPeerConnection:
+        """A peer connection for the server's side of a session (WHIP, WHEP, ``/offer``)."""
+        loopback = self.config.ice_loopback or is_loopback_host(self.config.host)
+        return ServerPeerConnection(self.rtc_configuration(), loopback=loopback)
 
     # -- sessions -------------------------------------------------------------------------
     async def create_session(
@@ -115,7 +129,7 @@ class WhipCore:
         summary = check_offer(sdp)
         if len(self.sessions) >= self.config.max_sessions:
             raise TooManySessions(self.config.max_sessions)
-        pc = RTCPeerConnection(self.rtc_configuration())
+        pc = self.new_peer()
         session = Session(
             pc,
             channel_id=channel_id or DEFAULT_CHANNEL,
@@ -141,7 +155,8 @@ class WhipCore:
                 session.connected_at = time.monotonic()
             self.notify("state", session)
             if state in ("failed", "closed"):
-                await self.close_session(session.id, f"ICE {state}")
+                end = end_from_peer(pc, was_connected=session.connected_at is not None)
+                await self.close_session(session.id, end)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -152,10 +167,11 @@ class WhipCore:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except OperationError as exc:
-            await session.close("no common codec")  # also stops a worker a track started
+            # also stops a worker a track started
+            await session.close(SessionEnd(EndReason.REJECTED, "no common codec"))
             raise _no_codec_error(summary, exc) from exc
         except Exception as exc:  # aiortc raises assorted types on hostile SDP
-            await session.close("unusable offer")
+            await session.close(SessionEnd(EndReason.REJECTED, "unusable offer"))
             raise BadRequest(
                 f"could not process the SDP offer: {type(exc).__name__}: {exc}"
             ) from exc
@@ -172,11 +188,22 @@ class WhipCore:
         self.notify("created", session)
         return session, pc.localDescription.sdp, summary
 
-    async def close_session(self, session_id: str, reason: str) -> bool:
+    async def close_session(self, session_id: str, end: SessionEnd | str) -> bool:
+        """End a live session: the one place a session's end is recorded and remembered.
+
+        The first end wins (a DELETE racing the peer's own close keeps whichever came
+        first); a plain string is an end ``closed_by_server`` with that detail. Returns
+        False when no live session has that id.
+        """
+        if isinstance(end, str):
+            end = SessionEnd(EndReason.CLOSED_BY_SERVER, end)
         session = self.sessions.pop(session_id)
         if session is None:
             return False
-        await session.close(reason)
+        session.record_end(end)
+        # remembered before the await: a DELETE arriving while it closes gets 200
+        self.ended.add(session.id, session.kind, session.end or end, session.info())
+        await session.close()
         self.notify("closed", session)
         return True
 
@@ -236,15 +263,18 @@ class WhipCore:
         for session in self.sessions.values():
             if session.connected_at is None:
                 if now - session.created_mono > self.config.connect_timeout:
-                    await self.close_session(session.id, "not connected in time")
+                    timeout = self.config.connect_timeout
+                    end = SessionEnd(EndReason.CONNECT_TIMEOUT, f"not connected in {timeout:g} s")
+                    await self.close_session(session.id, end)
                 continue
             if session.kind == "whep":  # viewers receive, they send no media to time out on
                 continue
             last = session.last_media_at or session.connected_at
             if now - last > self.config.media_timeout:
-                await self.close_session(
-                    session.id, f"no media for {self.config.media_timeout:g} s"
+                end = SessionEnd(
+                    EndReason.MEDIA_TIMEOUT, f"no media for {self.config.media_timeout:g} s"
                 )
+                await self.close_session(session.id, end)
 
 
 def _no_codec_error(summary: OfferSummary, exc: Exception) -> UnprocessableOffer:

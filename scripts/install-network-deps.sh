@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test dependencies of the network tests (tests/test_netns_*.py): Debian's nginx (the front
 # door of the scale-out test), iproute2 (ip netns, tc) and nftables (packet loss and blackouts:
-# this kernel has no sch_netem, see tests/netns.py). nginx is installed without
+# this kernel has no sch_netem, see tests/netlab.py). nginx is installed without
 # being started: a policy-rc.d refuses service starts during the install, so nothing listens
 # on the host's port 80. Skipped, with a message, where it cannot run; the tests then skip.
 set -u

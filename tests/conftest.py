@@ -10,14 +10,22 @@ import pytest
 
 from comfywhip_nb.server import WhipServer
 
+#: aioice's own address lookup, for tests that need the real interfaces (network namespaces)
+REAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+
 
 @pytest.fixture(autouse=True, scope="session")
 def loopback_only_ice() -> Iterator[None]:
     """Keep ICE on 127.0.0.1: no other interface, no STUN (nothing else is reachable here)."""
-    original = aioice.ice.get_host_addresses
     aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
     yield
-    aioice.ice.get_host_addresses = original
+    aioice.ice.get_host_addresses = REAL_GET_HOST_ADDRESSES
+
+
+@pytest.fixture
+def real_host_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo ``loopback_only_ice`` for one test: aioice sees the real interfaces again."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", REAL_GET_HOST_ADDRESSES)
 
 
 @pytest.fixture(autouse=True)

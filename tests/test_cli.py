@@ -168,7 +168,7 @@ def test_serve_with_custom_nodes_and_publish(tmp_path: Path) -> None:
         out, err = serve.communicate(timeout=30)
     assert serve.returncode == 0, err[-2000:]
     assert "loaded 1 custom node(s)" in out
-    assert "WHIP: " in err and "terminated (DELETE by client)" in err
+    assert "WHIP: " in err and "ended (delete)" in err
     assert "comfywhip: stopped" in out
 
 

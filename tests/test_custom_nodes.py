@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -21,6 +22,7 @@ from comfywhip_nb.prompts import (
     node_catalogue,
     register_nodes,
 )
+from comfywhip_nb.prompts.custom_nodes import load_nodes_module
 from comfywhip_nb.prompts.graph import parse_prompt
 from comfywhip_nb.prompts.registry import unregister_nodes
 
@@ -386,3 +388,146 @@ def test_catalogue_is_json_and_lists_every_builtin() -> None:
     assert catalogue["ImageFlip"]["input"]["required"]["flip_method"] == [
         ["x-axis: vertically", "y-axis: horizontally"]
     ]
+
+
+# --- packs the built-in engine cannot run: clear refusals (custom_nodes.load_nodes_module) ----
+
+
+def write_pack(root: Path, name: str, code: str) -> Path:
+    pack = root / name
+    pack.mkdir()
+    (pack / "__init__.py").write_text(code, encoding="utf-8")
+    return pack
+
+
+V1_NODE = """
+class Halve:
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def run(self, image):
+        return (image * 0.5,)
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "texts"),
+    [
+        (
+            "from comfy_api.latest import ComfyExtension, io\n",
+            ["'v3pack'", "ComfyUI's own module 'comfy_api'"],
+        ),
+        ("import folder_paths\n", ["'v3pack'", "ComfyUI's own module 'folder_paths'"]),
+        (
+            "import not_installed_xyz_module\n",
+            ["'v3pack'", "missing module 'not_installed_xyz_module'"],
+        ),
+        ("raise RuntimeError('boom at import')\n", ["'v3pack'", "RuntimeError: boom at import"]),
+        (
+            "async def comfy_entrypoint():\n    return None\n",
+            ["'v3pack' is a V3 extension (comfy_entrypoint"],
+        ),
+        (
+            V1_NODE + "class V3Node:\n    @classmethod\n    def define_schema(cls):\n"
+            "        return None\n\nNODE_CLASS_MAPPINGS = {'TestV3': V3Node, 'TestHalve': Halve}\n",
+            ["'v3pack' has V3 nodes (comfy_api io.ComfyNode): TestV3"],
+        ),
+        (
+            "from comfystream import tensor_cache\n",
+            ["'v3pack'", "already has LoadTensor, SaveTensor", "not needed here"],
+        ),
+    ],
+)
+def test_packs_that_need_comfyui_are_refused_with_the_reason(
+    tmp_path: Path, code: str, texts: list[str]
+) -> None:
+    pack = write_pack(tmp_path, "v3pack", code)
+    with pytest.raises(ValueError) as info:
+        load_nodes_module(str(pack))
+    message = str(info.value)
+    for text in texts:
+        assert text in message
+    assert "--comfyui PATH" in message
+    assert "TestHalve" not in NODE_CLASS_MAPPINGS  # a refused pack registers nothing
+
+
+def test_a_packs_own_tensor_ends_give_way_to_the_builtins(
+    tmp_path: Path, cleanup: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    code = (
+        V1_NODE
+        + """
+import queue
+image_inputs = queue.Queue()  # ComfyStream's tensor cache, which nothing here fills
+
+
+class LoadTensor:
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "execute"
+    CATEGORY = "tensor_utils"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"optional": {"timeout_seconds": ("FLOAT", {"default": 1.0})}}
+
+    def execute(self, timeout_seconds=1.0):
+        return (image_inputs.get(timeout=timeout_seconds),)
+
+
+class SaveTensor:
+    RETURN_TYPES = ()
+    FUNCTION = "execute"
+    OUTPUT_NODE = True
+    CATEGORY = "tensor_utils"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}}
+
+    def execute(self, images):
+        return images
+
+
+NODE_CLASS_MAPPINGS = {"LoadTensor": LoadTensor, "SaveTensor": SaveTensor, "TestHalve": Halve}
+"""
+    )
+    builtin_load, builtin_save = (
+        NODE_CLASS_MAPPINGS["LoadTensor"],
+        NODE_CLASS_MAPPINGS["SaveTensor"],
+    )
+    names = load_nodes_module(str(write_pack(tmp_path, "tensor_utils", code)))
+    cleanup.append("TestHalve")
+    assert names == ["TestHalve"]
+    assert NODE_CLASS_MAPPINGS["LoadTensor"] is builtin_load
+    assert NODE_CLASS_MAPPINGS["SaveTensor"] is builtin_save
+    assert "'tensor_utils' defines LoadTensor, SaveTensor" in caplog.text
+    graph = {
+        "1": {"class_type": "LoadTensor", "inputs": {"timeout_seconds": 2.0}},
+        "2": {"class_type": "TestHalve", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
+    }
+    x = frame()
+    np.testing.assert_allclose(load_prompt(graph).run(x).numpy(), x.numpy() * 0.5, atol=1e-7)
+
+
+def test_the_stream_ends_cannot_be_replaced() -> None:
+    class Impostor:
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict[str, Any]:
+            return {"required": {"images": ("IMAGE",)}}
+
+        def run(self, images: torch.Tensor) -> tuple[()]:
+            return ()
+
+    with pytest.raises(ValueError, match="'SaveTensor' is one of the stream's ends"):
+        register_nodes({"SaveTensor": Impostor})
+    assert NODE_CLASS_MAPPINGS["SaveTensor"] is not Impostor

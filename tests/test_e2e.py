@@ -36,7 +36,8 @@ async def test_publish_process_delete_and_stop(server: WhipServer) -> None:
     # __aexit__ DELETEd the session and the server freed it
     await async_wait_until(lambda: len(server.sessions) == 0, timeout=5)
     async with aiohttp.ClientSession() as http:
-        assert (await http.delete(location)).status == 404
+        assert (await http.delete(location)).status == 200  # just ended: remembered
+        assert (await http.delete(location + "x")).status == 404
 
 
 async def test_trickle_offer_without_candidates_connects(server: WhipServer) -> None:

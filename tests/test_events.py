@@ -89,7 +89,15 @@ async def test_event_stream_of_a_live_whip_session(server: WhipServer) -> None:
                 async with http.delete(location) as resp:
                     assert resp.status == 200
                 rest = [item async for item in events]  # ends: the server closed the stream
-                assert rest[-1] == ("state", {"session_id": first["session_id"], "state": "closed"})
+                assert rest[-1] == (
+                    "state",
+                    {
+                        "session_id": first["session_id"],
+                        "state": "closed",
+                        "end_reason": "delete",
+                        "end_detail": "DELETE from the client",
+                    },
+                )
         finally:
             await pc.close()
         async with http.get(url) as resp:  # the session is gone, and so is its stream

@@ -3,7 +3,7 @@
 A ``comfywhip serve`` process in one namespace, an aiortc publisher in another, and a monitor
 in a third that reads ``/whip-stats`` over a clean link (so the fault does not delay the
 measurement). Loss and the blackout are nftables drops on the publisher's link (this kernel
-has no sch_netem; see tests/netns.py). Checked: the session survives 5 % loss and a 3 s
+has no sch_netem; see tests/netlab.py). Checked: the session survives 5 % loss and a 3 s
 blackout, loss is answered with NACKs and counted, and processing resumes within 2 s after
 the blackout (the issue's bound; without the server's gap resync it took 4.5-6 s at
 640x480). Other conditions and figures: benchmarks/network_faults.py.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 import aioice.ice
 import pytest
-from netns import Host, Lab, NetnsLoop, leftovers, unavailable_reason, wait_http
+from netlab import Host, Lab, NetnsLoop, leftovers, unavailable_reason, wait_http
 
 from comfywhip_nb.client.whip_client import WHIPClient
 

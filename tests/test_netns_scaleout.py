@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import aioice.ice
 import pytest
-from netns import Host, Lab, NetnsLoop, leftovers, unavailable_reason, wait_http
+from netlab import Host, Lab, NetnsLoop, leftovers, unavailable_reason, wait_http
 
 from comfywhip_nb.client.whip_client import WHIPClient
 

@@ -314,38 +314,114 @@ def test_prompt_error_to_dict_is_json() -> None:
 
 def test_comfyui_loaders_and_savers_map_to_the_stream_ends() -> None:
     graph = {
-        "1": {
-            "class_type": "LoadImage",
-            "inputs": {"image": "../../etc/passwd", "upload": "image"},
+        "1": {"class_type": "LoadImage", "inputs": {"image": "../../etc/passwd"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        "5": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["2", 0], "filename_prefix": "/tmp/evil"},
         },
-        "2": {"class_type": "PrimaryInputLoadImage", "inputs": {"image": "x.png"}},
+    }
+    g = load_prompt(graph).graphs[0]
+    assert [g[i]["class_type"] for i in "1245"] == [
+        "LoadTensor",
+        "ImageInvert",
+        "SaveTensor",
+        "SaveTensor",
+    ]
+    assert g["1"]["inputs"] == {} and g["5"]["inputs"] == {"images": ["2", 0]}
+    primary = {"1": {"class_type": "PrimaryInputLoadImage", "inputs": {"image": "x.png"}}}
+    assert load_prompt({**graph, **primary}).graphs[0]["1"]["class_type"] == "LoadTensor"
+
+
+# --- ComfyStream's LoadImage rule: reference images stay files ---------------------------------
+
+
+def write_png(path: Path, rgb: tuple[int, int, int] = (255, 0, 0)) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (6, 4), rgb).save(path)
+
+
+def blend_graph(first: str, second: str) -> dict[str, Any]:
+    return {
+        "1": {"class_type": first, "inputs": {"image": "live.png"}},
+        "2": {"class_type": second, "inputs": {"image": "ref.png"}},
         "3": {
             "class_type": "ImageBlend",
             "inputs": {
                 "image1": ["1", 0],
                 "image2": ["2", 0],
-                "blend_factor": 0.5,
+                "blend_factor": 1.0,
                 "blend_mode": "normal",
             },
         },
         "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-        "5": {
-            "class_type": "SaveImage",
-            "inputs": {"images": ["3", 0], "filename_prefix": "/tmp/evil"},
-        },
     }
-    g = load_prompt(graph).graphs[0]
-    assert [g[i]["class_type"] for i in "12345"] == [
-        "LoadTensor",
-        "LoadTensor",
-        "ImageBlend",
-        "SaveTensor",
-        "SaveTensor",
-    ]
-    assert g["1"]["inputs"] == {} and g["5"]["inputs"] == {"images": ["3", 0]}
 
 
-def test_load_image_mask_output_is_not_available() -> None:
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("PrimaryInputLoadImage", "LoadImage"),
+        ("LoadTensor", "LoadImage"),
+        ("LoadImage", "LoadImage"),
+    ],
+)
+def test_a_reference_load_image_reads_its_file_never_the_camera(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    import torch
+
+    write_png(tmp_path / "ref.png", (0, 255, 0))
+    write_png(tmp_path / "live.png", (0, 0, 255))
+    prompt = load_prompt(blend_graph(first, second), allowed_dir=tmp_path, device="cpu")
+    kinds = [prompt.graphs[0][i]["class_type"] for i in "12"]
+    assert kinds[1] == "LoadImage"
+    assert kinds[0] == ("LoadImage" if first == "LoadImage" else "LoadTensor")
+    camera = torch.zeros(1, 4, 6, 3)
+    out = prompt.run(camera)  # blend factor 1 "normal": the output is image2, the file
+    assert out.shape == (1, 4, 6, 3)
+    assert torch.equal(out[0, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
+    again = load_prompt(prompt.to_json(), allowed_dir=tmp_path, device="cpu")
+    assert again.graphs == prompt.graphs  # the normalised graph reads back the same
+
+
+def test_reference_images_need_an_allowed_folder_and_stay_inside_it(tmp_path: Path) -> None:
+    graph = blend_graph("PrimaryInputLoadImage", "LoadImage")
+    with pytest.raises(PromptError, match="no folder is allowed for files") as info:
+        load_prompt(graph)
+    assert where(info.value.errors) == [("2", "LoadImage")]
+    assert info.value.errors[0].input_name == "image"
+    (tmp_path / "inside").mkdir()
+    write_png(tmp_path / "outside.png")
+    for name, text in [
+        ("../outside.png", "outside the allowed folder"),
+        (str(tmp_path / "outside.png"), "outside the allowed folder"),
+        ("missing.png", "does not exist"),
+        ("notes.txt", "is not an image file"),
+    ]:
+        graph["2"]["inputs"]["image"] = name
+        with pytest.raises(PromptError, match=text) as info:
+            load_prompt(graph, allowed_dir=tmp_path / "inside")
+        assert where(info.value.errors) == [("2", "LoadImage")]
+
+
+def test_a_reference_load_image_gives_comfyuis_mask(tmp_path: Path) -> None:
+    import torch
+    from PIL import Image
+
+    pixels = Image.new("RGBA", (3, 2), (10, 20, 30, 255))
+    pixels.putpixel((0, 0), (10, 20, 30, 0))
+    pixels.save(tmp_path / "ref.png")
+    graph = blend_graph("PrimaryInputLoadImage", "LoadImage")
+    graph["3"] = {"class_type": "MaskToImage", "inputs": {"mask": ["2", 1]}}
+    graph["4"]["inputs"]["images"] = ["3", 0]
+    out = load_prompt(graph, allowed_dir=tmp_path, device="cpu").run(torch.zeros(1, 2, 3, 3))
+    assert out[0, ..., 0].tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # 1 - alpha
+
+
+def test_live_load_image_mask_output_is_not_available() -> None:
     graph = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
         "2": {"class_type": "MaskToImage", "inputs": {"mask": ["1", 1]}},
@@ -419,3 +495,13 @@ def test_huge_json_and_too_many_nodes_are_refused() -> None:
 def test_validation_uses_the_given_classes_only() -> None:
     with pytest.raises(PromptError):
         parse_prompt(chain(("ImageInvert", {})), classes={})
+
+
+def test_the_load_image_rule_survives_hostile_class_types() -> None:
+    graph = {
+        "1": {"class_type": ["LoadImage"], "inputs": {}},
+        "2": {"class_type": {"a": 1}, "inputs": {}},
+        "3": {"class_type": "LoadImage", "inputs": {}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    assert {e.node_id for e in errors_of(graph)} == {"1", "2"}

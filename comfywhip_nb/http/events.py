@@ -5,7 +5,8 @@ RFC 9725 §4.9 lets a WHIP endpoint advertise extensions with ``Link`` headers o
 whenever this route (named ``whip-events``) exists. The stream is ``text/event-stream``:
 
 * ``state``  ``{"session_id", "state"}``: the peer connection state; ``closed`` is the last
-  event, after which the server ends the stream.
+  event, with ``end_reason`` and ``end_detail`` (see ``end_reason.py``), after which the
+  server ends the stream.
 * ``prompt`` ``{"session_id", "version", "source"}``: the prompt the session runs changed.
 * ``error``  ``{"session_id", "error", "prompt_version"}``: a new node error (``last_error``).
 * ``stats``  the ``/whip-stats`` entry plus ``session_id`` and ``dropped_events``, every second.
@@ -127,10 +128,15 @@ class EventHub:
         self, session: Session, feeds: set[EventFeed] | None = None, state: str | None = None
     ) -> None:
         state = state or session.connection_state
+        data: dict[str, Any] = {"session_id": session.id, "state": state}
+        if state == "closed":
+            if session.end is None:  # the core's "closed" event follows, with the reason
+                return
+            data.update(end_reason=session.end.reason.value, end_detail=session.end.detail)
         for feed in feeds if feeds is not None else self.feeds.get(session.id, set()):
             if state != feed.last_state:
                 feed.last_state = state
-                feed.push("state", {"session_id": session.id, "state": state})
+                feed.push("state", dict(data))
 
     def _sample(
         self, session: Session, feeds: set[EventFeed], *, stats: bool = True, initial: bool = False

@@ -29,12 +29,20 @@ from aiortc.sdp import SessionDescription
 
 from ..errors import BadRequest, MethodNotAllowed, NotFound, TooManySessions, UnprocessableOffer
 from ..pipeline.egress import PUBLISHER_KINDS, ProcessedVideoTrack, viewer_track
+from ..rtc.end_reason import EndReason, SessionEnd, end_from_peer
 from ..rtc.ice import format_link_header
 from ..rtc.sessions import Session
 from ..server_state import DEFAULT_CHANNEL, WhipCore
 from .bodies import read_body
 from .middleware import core_of, options_response
-from .whip import SDP, SDPFRAG, patch_session, require_content_type, resource_url
+from .whip import (
+    SDP,
+    SDPFRAG,
+    answer_late_delete,
+    patch_session,
+    require_content_type,
+    resource_url,
+)
 
 __all__ = ["check_viewer_offer", "setup_routes"]
 
@@ -99,7 +107,7 @@ async def post_viewer(request: web.Request) -> web.Response:
         source = None  # a viewer id is not something to watch; read it as a channel name
     channel = source.channel_id if source is not None else target
 
-    pc = RTCPeerConnection(core.rtc_configuration())
+    pc = core.new_peer()
     session = Session(
         pc,
         channel_id=channel,
@@ -159,9 +167,9 @@ def _watch(core: WhipCore, session: Session, track: ProcessedVideoTrack) -> None
     that never connects is removed by the core's reaper after ``connect_timeout``)."""
     pc = session.pc
 
-    def close(reason: str) -> None:
+    def close(end: SessionEnd) -> None:
         if not session.closed:
-            task = asyncio.ensure_future(core.close_session(session.id, reason))
+            task = asyncio.ensure_future(core.close_session(session.id, end))
             _CLOSING.add(task)  # keep a reference until done (asyncio holds only weak ones)
             task.add_done_callback(_CLOSING.discard)
 
@@ -172,10 +180,11 @@ def _watch(core: WhipCore, session: Session, track: ProcessedVideoTrack) -> None
         if state == "connected" and session.connected_at is None:
             session.connected_at = time.monotonic()
         if state in ("failed", "closed"):
-            close(f"ICE {state}")
+            close(end_from_peer(pc, was_connected=session.connected_at is not None))
 
     session.add_close_callback(lambda _s: track.stop())
-    track.on("ended", lambda: close("the watched session ended") if track.source_ended else None)
+    source_ended = SessionEnd(EndReason.SOURCE_ENDED, "the watched session ended")
+    track.on("ended", lambda: close(source_ended) if track.source_ended else None)
 
 
 async def whep_resource(request: web.Request) -> web.StreamResponse:
@@ -191,9 +200,11 @@ async def whep_resource(request: web.Request) -> web.StreamResponse:
     if method not in RESOURCE_METHODS:
         raise MethodNotAllowed(method, RESOURCE_METHODS)
     if not known or session is None:
+        if method == "DELETE" and answer_late_delete(core, session_id, "whep"):
+            return web.Response(status=200)
         raise NotFound(f"no WHEP session {session_id[:64]!r}")
     if method == "DELETE":
-        await core.close_session(session_id, "DELETE by viewer")
+        await core.close_session(session_id, SessionEnd(EndReason.DELETE, "DELETE from the viewer"))
         return web.Response(status=200)
     if method in ("GET", "HEAD"):
         return web.Response(status=204)

@@ -29,6 +29,7 @@ from ..errors import (
     UnprocessableOffer,
     UnsupportedMediaType,
 )
+from ..rtc.end_reason import EndReason, SessionEnd
 from ..rtc.ice import format_link_header, parse_sdpfrag
 from .bodies import read_body, validate_prompts
 from .middleware import core_of, is_preflight, options_response
@@ -130,10 +131,8 @@ def extension_links(request: web.Request, session_id: str) -> list[str]:
     links: list[str] = []
     if request.app.router.get("whip-events") is not None:
         url = resource_url(request, f"/whip/{session_id}/events")
-        links.append(
-            f'<{url}>; rel="urn:ietf:params:whip:ext:core:server-sent-events"; '
-            'events="state,prompt,error,stats"'
-        )
+        # no events="a,b,c" parameter: clients that split Link on commas (OBS) choke on it
+        links.append(f'<{url}>; rel="urn:ietf:params:whip:ext:core:server-sent-events"')
     return links
 
 
@@ -150,13 +149,26 @@ async def whip_resource(request: web.Request) -> web.StreamResponse:
         raise MethodNotAllowed(method, RESOURCE_METHODS)
     session = core.sessions.get(session_id)
     if session is None or session.kind != "whip":
+        if method == "DELETE" and answer_late_delete(core, session_id, "whip"):
+            return web.Response(status=200)
         raise NotFound(f"no WHIP session {session_id[:64]!r}")
     if method == "DELETE":
-        await core.close_session(session_id, "DELETE by client")
+        await core.close_session(session_id, SessionEnd(EndReason.DELETE, "DELETE from the client"))
         return web.Response(status=200)
     if method in ("GET", "HEAD"):
         return web.Response(status=204)
     return await patch_session(request, session)
+
+
+def answer_late_delete(core: Any, session_id: str, kind: str) -> bool:
+    """A DELETE for a session that ended moments ago (the peer closed first): 200, not 404."""
+    ended = core.ended.get(session_id)
+    if ended is None or ended.kind != kind:
+        return False
+    logger.info(
+        "WHIP: %s DELETE after the session ended (%s): 200", session_id[:8], ended.end.reason.value
+    )
+    return True
 
 
 async def patch_session(request: web.Request, session: Any) -> web.Response:

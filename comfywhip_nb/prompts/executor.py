@@ -79,7 +79,12 @@ class _GraphRunner:
                 errors.append(NodeError(node_id, node.class_type, message, graph=index))
         if errors:
             raise PromptError(errors)
-        self.static_hidden = {"PROMPT": graph.to_api(), "EXTRA_PNGINFO": None, "DYNPROMPT": None}
+        self.static_hidden = {
+            "PROMPT": graph.to_api(),
+            "EXTRA_PNGINFO": None,
+            "DYNPROMPT": None,
+            "IMAGE_DIR": graph.image_dir,
+        }
 
     def _plan(self, kind: str) -> tuple[tuple[str, ...], dict[str, int]]:
         """Nodes a run of this stream kind needs in topological order (ids in natural order on
@@ -351,14 +356,16 @@ def load_prompt(
 ) -> Prompt:
     """Validate a prompt and build it: ``p`` is a dict, a list of dicts (a chain), a JSON
     string, a path to a .json file (inside ``allowed_dir`` when given) or a Prompt (returned
-    as is). ``device`` overrides the default (CUDA when available). Raises PromptError."""
+    as is). Reference images (a LoadImage that is not the live frame, ComfyStream's rule) are
+    read from ``allowed_dir`` only; without it they are refused. ``device`` overrides the
+    default (CUDA when available). Raises PromptError."""
     if isinstance(p, Prompt):
         return p
     try:
         raw = _unwrap(_load_raw(p, allowed_dir))
     except RecursionError:
         raise PromptError("the prompt is nested too deeply") from None
-    return Prompt(parse_prompt(raw), device)
+    return Prompt(parse_prompt(raw, image_dir=allowed_dir), device)
 
 
 def _preset_files() -> dict[str, Any]:

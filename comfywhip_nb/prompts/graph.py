@@ -18,9 +18,11 @@ import math
 import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from . import registry
+from .nodes.load_image import LoadImage, live_load_image, resolve_image
 
 __all__ = [
     "MAX_NODES",
@@ -28,6 +30,7 @@ __all__ = [
     "PromptError",
     "ValidatedGraph",
     "ValidatedNode",
+    "live_load_image",
     "parse_prompt",
 ]
 
@@ -100,6 +103,8 @@ class ValidatedGraph:
     """Every node, in the prompt's order; the links between them form no cycle."""
     image_output: str | None
     audio_output: str | None
+    image_dir: str | None = None
+    """The folder reference images (a LoadImage that is not the live frame) are read from."""
 
     def to_api(self) -> dict[str, Any]:
         """The graph in API format: canonical class names, only the inputs that are used."""
@@ -182,10 +187,18 @@ class _Draft:
 
 
 class _GraphChecker:
-    def __init__(self, graph: Any, classes: Mapping[str, type], index: int | None) -> None:
+    def __init__(
+        self,
+        graph: Any,
+        classes: Mapping[str, type],
+        index: int | None,
+        image_dir: str | None = None,
+    ) -> None:
         self.graph = graph
         self.classes = classes
         self.index = index
+        self.image_dir = image_dir
+        self.live_image: str | None = None
         self.errors: list[NodeError] = []
         self.edges: dict[str, set[str]] = {}
 
@@ -234,10 +247,12 @@ class _GraphChecker:
             nodes=nodes,
             image_output=outputs["image"][0] if outputs["image"] else None,
             audio_output=outputs["audio"][0] if outputs["audio"] else None,
+            image_dir=self.image_dir,
         )
 
     def _drafts(self, graph: dict[Any, Any]) -> dict[str, _Draft]:
         drafts: dict[str, _Draft] = {}
+        self.live_image = live_load_image(graph)
         for raw_id, entry in graph.items():
             node_id = str(raw_id)
             where = _Draft(node_id, None, "", None, {}, None)  # type: ignore[arg-type]
@@ -257,6 +272,8 @@ class _GraphChecker:
                 continue
             canonical = registry.ALIASES.get(written, written)
             cls = self.classes.get(canonical)
+            if written == "LoadImage" and node_id != self.live_image:
+                canonical, cls = "LoadImage", LoadImage  # a reference image from its file
             inputs = entry.get("inputs", {})
             meta = entry.get("_meta")
             title = meta.get("title") if isinstance(meta, dict) else None
@@ -307,6 +324,12 @@ class _GraphChecker:
         self.edges[draft.node_id] = {src for src, _ in links.values()}
         if len(self.errors) == before:
             self._validate_inputs(draft, literals, links)
+        file_input = getattr(draft.cls, "FILE_INPUT", None)
+        if file_input in literals and len(self.errors) == before:
+            try:
+                resolve_image(literals[file_input], self.image_dir)
+            except ValueError as exc:
+                self.error(draft, str(exc), file_input)
         if len(self.errors) != before:
             return None
         order = tuple(n for n in draft.inputs if n in literals or n in links)
@@ -395,10 +418,17 @@ def _is_node_ref(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
 
 
-def parse_prompt(raw: Any, *, classes: Mapping[str, type] | None = None) -> list[ValidatedGraph]:
+def parse_prompt(
+    raw: Any,
+    *,
+    classes: Mapping[str, type] | None = None,
+    image_dir: str | Path | None = None,
+) -> list[ValidatedGraph]:
     """Validate a decoded prompt (a graph dict or a list of them) into graphs.
 
-    ``classes`` defaults to a snapshot of the registry. Raises PromptError listing every problem.
+    ``classes`` defaults to a snapshot of the registry; ``image_dir`` is the only folder
+    reference images may be read from (None: none may). Raises PromptError listing every
+    problem.
     """
     try:
         graphs = raw if isinstance(raw, list) else [raw]
@@ -411,7 +441,8 @@ def parse_prompt(raw: Any, *, classes: Mapping[str, type] | None = None) -> list
         errors: list[NodeError] = []
         validated: list[ValidatedGraph] = []
         for i, graph in enumerate(graphs):
-            checker = _GraphChecker(graph, classes, i if len(graphs) > 1 else None)
+            folder = str(image_dir) if image_dir is not None else None
+            checker = _GraphChecker(graph, classes, i if len(graphs) > 1 else None, folder)
             result = checker.run()
             errors.extend(checker.errors)
             if result is not None:

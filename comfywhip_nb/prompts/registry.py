@@ -31,6 +31,7 @@ __all__ = [
     "MASK",
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
+    "STREAM_ENDS",
     "node",
     "node_catalogue",
     "register_nodes",
@@ -46,7 +47,9 @@ MASK = Annotated[torch.Tensor, "MASK"]
 AUDIO = Annotated[dict, "AUDIO"]
 
 #: ComfyStream conventions: ComfyUI's file loaders/savers stand in for the stream's ends.
-#: Their file inputs ("image", "filename_prefix") are dropped, never opened.
+#: Their file inputs ("image", "filename_prefix") are dropped, never opened. A LoadImage maps
+#: to LoadTensor only where ComfyStream's rule makes it the live frame; any other LoadImage
+#: reads its file from the allowed folder (both in ``nodes/load_image.py``).
 ALIASES: Mapping[str, str] = types.MappingProxyType(
     {
         "LoadImage": "LoadTensor",
@@ -55,6 +58,9 @@ ALIASES: Mapping[str, str] = types.MappingProxyType(
         "SaveImage": "SaveTensor",
     }
 )
+
+#: The stream's ends: the executor feeds and reads these, so a pack may not replace them.
+STREAM_ENDS = frozenset({"LoadTensor", "SaveTensor", "LoadAudioTensor", "SaveAudioTensor"})
 
 #: class_type -> node class; the live registry (ComfyUI's name for it).
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
@@ -92,12 +98,24 @@ def register_nodes(
     """Register ComfyUI-contract node classes (a custom pack's ``NODE_CLASS_MAPPINGS``).
 
     Every class is checked before any is added, so a bad pack registers nothing. A name that
-    already exists is replaced (ComfyUI lets later packs override earlier ones) with a warning.
+    already exists is replaced (ComfyUI lets later packs override earlier ones) with a warning,
+    except the stream's ends (STREAM_ENDS), which are refused: the executor hands frames to
+    them, and a replacement (ComfyStream's tensor_utils reads its own global cache) would
+    leave every prompt without input or output.
     """
     items = list(mapping.items())
     for name, cls in items:
         _check_node_class(name, cls)
     with _lock:
+        for name, cls in items:
+            current = NODE_CLASS_MAPPINGS.get(name)
+            if name in STREAM_ENDS and current is not None and current is not cls:
+                raise ValueError(
+                    f"{name!r} is one of the stream's ends, built in: the engine feeds the "
+                    "frame to it and reads the result back, so it cannot be replaced "
+                    "(ComfyStream's own LoadTensor/SaveTensor read a tensor cache this engine "
+                    "does not fill; its workflows run on the built-ins unchanged)"
+                )
         for name, cls in items:
             previous = NODE_CLASS_MAPPINGS.get(name)
             if previous is not None and previous is not cls:

@@ -10,6 +10,8 @@ callers (HTTP, the ComfyStream control channel) turn it into their own error wit
 from __future__ import annotations
 
 import asyncio
+import functools
+from pathlib import Path
 from typing import Any
 
 from .executor import load_prompt
@@ -22,15 +24,21 @@ class NotPromptData(PromptError):
     """The data is not a prompt at all (not a JSON object or list): no node to blame."""
 
 
-async def load_prompt_data(raw: Any, warmup: bool = False) -> Any:
-    """Validate decoded prompt JSON (dict or list) in the executor; ``PromptError`` if bad."""
+async def load_prompt_data(
+    raw: Any, warmup: bool = False, image_dir: str | Path | None = None
+) -> Any:
+    """Validate decoded prompt JSON (dict or list) in the executor; ``PromptError`` if bad.
+    Reference images (a LoadImage that is not the live frame) are read from ``image_dir``,
+    the server's allowed folder; without one they are refused."""
     if not isinstance(raw, (dict, list)):
         raise NotPromptData(
             "prompts must be a JSON object (API format) or a list of them, "
             f"got {type(raw).__name__}"
         )
     loop = asyncio.get_running_loop()
-    prompt = await loop.run_in_executor(None, load_prompt, raw)
+    prompt = await loop.run_in_executor(
+        None, functools.partial(load_prompt, raw, allowed_dir=image_dir)
+    )
     if warmup:
         from .warmup import warm_up
 

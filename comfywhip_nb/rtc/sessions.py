@@ -21,6 +21,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
+from .end_reason import EndReason, SessionEnd
+from .keyframe_wait import DECODE_WARNINGS, decoder_threads
 from .netstats import RtpCounters
 
 __all__ = ["Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
@@ -66,8 +68,15 @@ class SessionInfo:
     height: int = 0
     node_ms: dict[str, float] = field(default_factory=dict)
     minute_fps: tuple[float, ...] = ()
+    video_state: str = ""
+    """``connecting``, ``waiting for keyframe``, ``receiving``; empty without video."""
+    first_frame_ms: float | None = None
+    """Milliseconds from ``connected`` to the first decoded video frame."""
+    end_reason: str | None = None
+    """Why the session ended (an ``EndReason`` value); None while it runs."""
+    end_detail: str | None = None
     network: dict[str, int] = field(default_factory=dict)
-    """RTP packets received/lost, NACKs and PLIs sent (``netstats.RtpCounters``)."""
+    """RTP packets lost, NACKs and PLIs sent, gaps skipped (``netstats.RtpCounters``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``/whip-stats`` entry for this session."""
@@ -92,6 +101,10 @@ class SessionInfo:
             "width": self.width,
             "height": self.height,
             "node_ms": {k: round(v, 3) for k, v in self.node_ms.items()},
+            "video_state": self.video_state,
+            "first_frame_ms": None if self.first_frame_ms is None else round(self.first_frame_ms),
+            "end_reason": self.end_reason,
+            "end_detail": self.end_detail,
             **self.network,
         }
 
@@ -123,6 +136,10 @@ class Session:
         self.audio_frames_in = 0
         self.last_media_at: float | None = None
         self.connected_at: float | None = None
+        self.first_frame_at: float | None = None
+        self._keyframe_wait_logged = False
+        #: why the session ended; set once, by ``record_end``
+        self.end: SessionEnd | None = None
         self.prompt_source = "default"
         #: a prompt that only this session runs (``?prompts=`` on POST), or None
         self.session_prompt: Any = None
@@ -155,6 +172,38 @@ class Session:
     def add_close_callback(self, callback: Callable[[Session], None]) -> None:
         self._on_close.append(callback)
 
+    def record_end(self, end: SessionEnd) -> bool:
+        """Record why the session ends and log it; the first end wins. Loop thread."""
+        if self.end is not None:
+            return False
+        self.end = end
+        self.log(logging.INFO, "ended (%s): %s", end.reason.value, end.detail or "-")
+        return True
+
+    @property
+    def video_state(self) -> str:
+        if not self.has_video:
+            return ""
+        if self.first_frame_at is not None:
+            return "receiving"
+        return "waiting for keyframe" if self.connected_at is not None else "connecting"
+
+    def _decoder_threads(self) -> list:
+        return decoder_threads(self.pc)
+
+    def _on_decode_failure(self) -> bool:
+        """aiortc could not decode a frame (decoder thread): before the first frame, that
+        is the wait for a keyframe; say so once and silence the per-frame warning."""
+        if self.first_frame_at is not None:
+            return False
+        if not self._keyframe_wait_logged:
+            self._keyframe_wait_logged = True
+            self.log(
+                logging.INFO,
+                "waiting for a keyframe from the publisher; set its keyframe interval to 1-2 s",
+            )
+        return True
+
     def attach_track(self, track: MediaStreamTrack) -> None:
         """Start consuming ``track`` at once; called from aiortc's ``track`` event."""
         self.log(logging.INFO, "track received: %s", track.kind)
@@ -162,6 +211,7 @@ class Session:
             self.rtp.watch(transceiver.receiver)
         if track.kind == "video":
             self.has_video = True
+            DECODE_WARNINGS.watch(self.id, self._decoder_threads, self._on_decode_failure)
             self.processor.start()
             task = asyncio.ensure_future(self._consume_video(track))
         else:
@@ -172,10 +222,19 @@ class Session:
     async def _consume_video(self, track: MediaStreamTrack) -> None:
         submit = self.processor.submit
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            frame = await track.recv()
+            self._first_frame()
             while True:
-                frame = await track.recv()
                 self.last_media_at = time.monotonic()
                 submit(frame)
+                frame = await track.recv()
+
+    def _first_frame(self) -> None:
+        self.first_frame_at = time.monotonic()
+        DECODE_WARNINGS.unwatch(self.id)
+        if self._keyframe_wait_logged:
+            since = self.first_frame_at - (self.connected_at or self.first_frame_at)
+            self.log(logging.INFO, "first video frame %.0f ms after connecting", since * 1000)
 
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
@@ -209,15 +268,23 @@ class Session:
             height=stats.height,
             node_ms=dict(stats.node_ms),
             minute_fps=tuple(stats.minute_fps),
+            video_state=self.video_state,
+            first_frame_ms=_first_frame_ms(self.connected_at, self.first_frame_at),
+            end_reason=self.end.reason.value if self.end else None,
+            end_detail=self.end.detail if self.end else None,
             network=self.rtp.as_dict(),
         )
 
-    async def close(self, reason: str = "closed") -> None:
-        """Close the peer connection, stop consumers and the worker thread. Idempotent."""
+    async def close(self, end: SessionEnd | None = None) -> None:
+        """Close the peer connection, stop consumers and the worker thread. Idempotent.
+
+        ``end`` is recorded unless an earlier end was (``WhipCore.close_session`` records
+        it before calling this)."""
         if self.closed:
             return
         self.closed = True
-        self.log(logging.INFO, "terminated (%s)", reason)
+        self.record_end(end or SessionEnd(EndReason.CLOSED_BY_SERVER))
+        DECODE_WARNINGS.unwatch(self.id)
         for task in self._tasks:
             task.cancel()
         self.rtp.stop()
@@ -233,6 +300,12 @@ class Session:
                 callback(self)
             except Exception:  # a broken observer must not keep a session alive
                 logger.exception("WHIP: %s close callback failed", self.id[:8])
+
+
+def _first_frame_ms(connected_at: float | None, first_frame_at: float | None) -> float | None:
+    if connected_at is None or first_frame_at is None:
+        return None
+    return max(0.0, (first_frame_at - connected_at) * 1000.0)
 
 
 class SessionRegistry:

@@ -117,6 +117,14 @@ def _cells(values: list[str], header: bool = False) -> str:
     )
 
 
+def _no_size(info: Any) -> str:
+    """Before the first frame: say when the publisher's keyframe is what is missing."""
+    wait = "waiting for keyframe"
+    if info.video_state == wait:
+        return f'<span title="{wait}" style="color:{MUTED}">{wait}</span>'
+    return "-"
+
+
 def session_row_html(info: Any) -> str:
     media = "+".join(k for k, on in (("video", info.has_video), ("audio", info.has_audio)) if on)
     error = info.last_error or ""
@@ -125,7 +133,7 @@ def session_row_html(info: Any) -> str:
         esc(info.channel_id),
         state_badge(info.connection_state),
         esc(media or "-") + ("" if info.kind == "whip" else f" ({esc(info.kind)})"),
-        f"{info.width}x{info.height}" if info.width else "-",
+        f"{info.width}x{info.height}" if info.width else _no_size(info),
         f"{info.fps_in:.1f} / {info.fps_out:.1f}",
         f"{info.latency_ms:.0f} ms",
         str(info.frames_dropped),

@@ -7,7 +7,7 @@ channels-last layout directly, about 3x faster than copying (see PERF_NOTES.md).
 
 from __future__ import annotations
 
-from . import audio, filters, image, io, mask
+from . import audio, compose, filters, image, io, mask, morphology, primitive
 
 __all__ = ["BUILTIN_DISPLAY_NAMES", "BUILTIN_NODES", "MAX_RESOLUTION"]
 
@@ -18,6 +18,9 @@ BUILTIN_NODES: dict[str, type] = {
     **image.NODE_CLASS_MAPPINGS,
     **filters.NODE_CLASS_MAPPINGS,
     **mask.NODE_CLASS_MAPPINGS,
+    **compose.NODE_CLASS_MAPPINGS,
+    **morphology.NODE_CLASS_MAPPINGS,
+    **primitive.NODE_CLASS_MAPPINGS,
     **audio.NODE_CLASS_MAPPINGS,
 }
 
@@ -26,5 +29,8 @@ BUILTIN_DISPLAY_NAMES: dict[str, str] = {
     **image.NODE_DISPLAY_NAME_MAPPINGS,
     **filters.NODE_DISPLAY_NAME_MAPPINGS,
     **mask.NODE_DISPLAY_NAME_MAPPINGS,
+    **compose.NODE_DISPLAY_NAME_MAPPINGS,
+    **morphology.NODE_DISPLAY_NAME_MAPPINGS,
+    **primitive.NODE_DISPLAY_NAME_MAPPINGS,
     **audio.NODE_DISPLAY_NAME_MAPPINGS,
 }

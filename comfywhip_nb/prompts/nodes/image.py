@@ -38,16 +38,19 @@ def check_pixels(batch: int, height: int, width: int) -> None:
 
 
 def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Pillow's Lanczos through uint8 on the CPU, as ComfyUI's ``comfy.utils.lanczos``."""
+    """Pillow's Lanczos through uint8 on the CPU, as ComfyUI's ``comfy.utils.lanczos``: RGB and
+    RGBA images resize as one Pillow image (RGBA with Pillow's premultiplied alpha); other
+    channel counts, which ComfyUI cannot resize, plane by plane."""
     out = []
     for image in samples:  # [C, H, W]
         arr = np.clip(255.0 * image.movedim(0, -1).float().cpu().numpy(), 0, 255).astype(np.uint8)
-        planes = [arr] if arr.shape[-1] == 3 else [arr[..., c] for c in range(arr.shape[-1])]
+        whole = arr.shape[-1] in (3, 4)
+        planes = [arr] if whole else [arr[..., c] for c in range(arr.shape[-1])]
         resized = [
             np.asarray(Image.fromarray(p).resize((width, height), Image.Resampling.LANCZOS))
             for p in planes
         ]
-        stacked = resized[0] if arr.shape[-1] == 3 else np.stack(resized, axis=-1)
+        stacked = resized[0] if whole else np.stack(resized, axis=-1)
         out.append(torch.from_numpy(stacked.astype(np.float32) / 255.0).movedim(-1, 0))
     return torch.stack(out).to(samples.device, samples.dtype)
 
@@ -156,9 +159,9 @@ class ImageScaleBy:
 
 
 class ImageScaleToTotalPixels:
-    """Resize to about ``megapixels * 1024 * 1024`` pixels keeping the aspect ratio; sides are
-    rounded to multiples of ``resolution_steps`` as ComfyUI (at least one step). The input is
-    optional here so prompts exported before ComfyUI added it still load."""
+    """Resize to about ``megapixels * 1024 * 1024`` pixels keeping the aspect ratio, sides
+    rounded as ComfyUI 0.3.75 (which has no ``resolution_steps`` input yet; a prompt that
+    sets it still loads, the input is ignored), but at least 1 pixel."""
 
     CATEGORY = "image/upscaling"
     RETURN_TYPES = ("IMAGE",)
@@ -171,19 +174,16 @@ class ImageScaleToTotalPixels:
                 "image": ("IMAGE",),
                 "upscale_method": (UPSCALE_METHODS,),
                 "megapixels": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 16.0, "step": 0.01}),
-            },
-            "optional": {"resolution_steps": ("INT", {"default": 1, "min": 1, "max": 256})},
+            }
         }
 
     def upscale(
-        self, image: torch.Tensor, upscale_method: str, megapixels: float, resolution_steps: int = 1
+        self, image: torch.Tensor, upscale_method: str, megapixels: float
     ) -> tuple[torch.Tensor]:
         h, w = image.shape[1], image.shape[2]
-        scale_by = math.sqrt(megapixels * 1024 * 1024 / (w * h))
-        steps = resolution_steps
-        width = max(steps, round(w * scale_by / steps) * steps)
-        height = max(steps, round(h * scale_by / steps) * steps)
-        return (_scale(image, int(width), int(height), upscale_method, "disabled"),)
+        scale_by = math.sqrt(int(megapixels * 1024 * 1024) / (w * h))
+        width, height = max(1, round(w * scale_by)), max(1, round(h * scale_by))
+        return (_scale(image, width, height, upscale_method, "disabled"),)
 
 
 class ImageCrop:
@@ -302,18 +302,24 @@ class EmptyImage:
         return (rgb.expand(batch_size, height, width, 3).clone(),)
 
 
-def _match_channels(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad the image with fewer channels with ones (an opaque alpha), as ComfyUI's ImageBatch."""
+def _alpha_pad(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ComfyUI's ImageBatch: the image with fewer channels gets one more, set to 1 (an opaque
+    alpha). Channel counts still unequal after that (1 and 3) cannot be batched."""
     ca, cb = a.shape[-1], b.shape[-1]
     if ca < cb:
-        a = F.pad(a, (0, cb - ca), value=1.0)
+        a = F.pad(a, (0, 1), value=1.0)
     elif cb < ca:
-        b = F.pad(b, (0, ca - cb), value=1.0)
+        b = F.pad(b, (0, 1), value=1.0)
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"cannot batch images with {ca} and {cb} channels (ComfyUI adds at most an alpha)"
+        )
     return a, b
 
 
 class ImageBatch:
-    """Concatenate two batches; image2 is resized to image1 (bilinear, centre crop) as ComfyUI."""
+    """Concatenate two batches; image2 is resized to image1 (bilinear, centre crop) and an RGB
+    image gets an opaque alpha to join an RGBA one, as ComfyUI; other channel mixes raise."""
 
     CATEGORY = "image"
     RETURN_TYPES = ("IMAGE",)
@@ -324,7 +330,7 @@ class ImageBatch:
         return {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}}
 
     def batch(self, image1: torch.Tensor, image2: torch.Tensor) -> tuple[torch.Tensor]:
-        image1, image2 = _match_channels(image1, image2.to(image1.device))
+        image1, image2 = _alpha_pad(image1, image2.to(image1.device))
         check_pixels(image1.shape[0] + image2.shape[0], image1.shape[1], image1.shape[2])
         if image1.shape[1:] != image2.shape[1:]:
             image2 = _scale(image2, image1.shape[2], image1.shape[1], "bilinear", "center")
@@ -353,8 +359,7 @@ class RepeatImageBatch:
 
 
 class ImageFromBatch:
-    """``length`` images from ``batch_index`` (negative counts from the end), clamped to the
-    batch, as ComfyUI."""
+    """``length`` images from ``batch_index``, both clamped to the batch, as ComfyUI."""
 
     CATEGORY = "image/batch"
     RETURN_TYPES = ("IMAGE",)
@@ -365,20 +370,14 @@ class ImageFromBatch:
         return {
             "required": {
                 "image": ("IMAGE",),
-                "batch_index": (
-                    "INT",
-                    {"default": 0, "min": -MAX_RESOLUTION, "max": MAX_RESOLUTION},
-                ),
+                "batch_index": ("INT", {"default": 0, "min": 0, "max": 4095}),
                 "length": ("INT", {"default": 1, "min": 1, "max": 4096}),
             }
         }
 
     def frombatch(self, image: torch.Tensor, batch_index: int, length: int) -> tuple[torch.Tensor]:
-        count = image.shape[0]
-        if batch_index < 0:
-            batch_index += count
-        batch_index = max(0, min(count - 1, batch_index))
-        length = min(count - batch_index, length)
+        batch_index = min(image.shape[0] - 1, batch_index)
+        length = min(image.shape[0] - batch_index, length)
         return (image[batch_index : batch_index + length].clone(),)
 
 
@@ -401,10 +400,10 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "ImageScaleBy": "Upscale Image By",
     "ImageScaleToTotalPixels": "Scale Image to Total Pixels",
     "ImageCrop": "Image Crop",
-    "ImageFlip": "Image Flip",
-    "ImageRotate": "Image Rotate",
+    "ImageFlip": "ImageFlip",
+    "ImageRotate": "ImageRotate",
     "EmptyImage": "EmptyImage",
     "ImageBatch": "Batch Images",
-    "RepeatImageBatch": "Repeat Image Batch",
-    "ImageFromBatch": "Image From Batch",
+    "RepeatImageBatch": "RepeatImageBatch",
+    "ImageFromBatch": "ImageFromBatch",
 }

@@ -27,8 +27,9 @@ def check_image(value: Any, what: str = "images") -> torch.Tensor:
 
 
 class LoadTensor:
-    """The current video frame (IMAGE ``[B,H,W,3]``). ``LoadImage`` and
-    ``PrimaryInputLoadImage`` in a prompt map to this node; their file name is ignored."""
+    """The current video frame (IMAGE ``[B,H,W,3]``). ``PrimaryInputLoadImage``, and a
+    ``LoadImage`` where ComfyStream's rule makes it the live frame, map to this node; their
+    file name is ignored."""
 
     CATEGORY = "tensor_utils"
     RETURN_TYPES = ("IMAGE",)
