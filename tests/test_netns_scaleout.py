@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,21 @@ def test_nine_publishers_spread_three_per_instance_and_resources_pin(cluster: Cl
 
         status, headers, _ = cl.loop.run(dead_resource())
         assert status == 503 and headers.get("Retry-After")
+
+        # the dead instance's publishers see their connection fail (ICE consent expires)
+        orphans = [c for c in clients if _instance_of(c) == dead]
+        assert len(orphans) == 3
+
+        async def wait_failed() -> float:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 90:  # bounded; aioice gives up after ~30 s
+                if all(c.connection_state in ("failed", "closed") for c in orphans):
+                    return time.monotonic() - t0
+                await asyncio.sleep(0.5)
+            raise AssertionError([c.connection_state for c in orphans])
+
+        waited = cl.loop.run(wait_failed(), timeout=120)
+        print(f"orphaned publishers saw their connection fail {waited:.1f} s after the check")
         _assert_only_retryable_5xx(cl)
     finally:
 
