@@ -9,7 +9,9 @@ inside their namespaces), so no traffic leaves it. Names carry a per-run prefix
 Clean-up cannot leak: processes started with ``Lab.spawn`` run in their own process group;
 ``Lab.close`` ends those groups, then kills whatever ``ip netns pids`` still finds in each of
 *its* namespaces (only processes it started can be there), then deletes the namespaces, which
-removes their links. ``close`` is idempotent and also runs at interpreter exit.
+removes their links. ``close`` is idempotent and also runs at interpreter exit; namespaces of
+a run that was killed outright are removed by the next ``Lab`` (``remove_stale``: the owner's
+pid is in the name).
 
 Code in the test process reaches a namespace through ``NetnsLoop``: an asyncio loop on a
 thread that has entered the namespace with ``setns(2)`` (a network namespace is per thread on
@@ -85,6 +87,7 @@ class Lab:
     _closed: bool = False
 
     def __post_init__(self) -> None:
+        remove_stale()
         self.hub = f"{self.prefix}-hub"
         self._add_ns(self.hub)
         self.exec_ok(self.hub, "ip", "link", "add", "br0", "type", "bridge")
@@ -230,6 +233,23 @@ class Lab:
         for ns in reversed(self._namespaces):
             _ip("netns", "del", ns, check=False)
         atexit.unregister(self.close)
+
+
+def remove_stale() -> None:
+    """Delete lab namespaces whose creating process is gone (a run killed with SIGKILL, where
+    neither finalizers nor atexit ran). The owner's pid is in the name: ``cw16-<pid hex>-``."""
+    for ns in leftovers("cw16-"):
+        parts = ns.split("-")
+        try:
+            owner = int(parts[1], 16)
+        except (IndexError, ValueError):
+            continue
+        if owner == os.getpid() or os.path.exists(f"/proc/{owner}"):
+            continue
+        for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        _ip("netns", "del", ns, check=False)
 
 
 def leftovers(prefix: str) -> list[str]:
