@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run each new prompt once on a blank frame before it goes live",
     )
+    serve.add_argument(
+        "--comfyui",
+        metavar="PATH",
+        default=None,
+        help="run prompts with the ComfyUI in PATH (its nodes, custom nodes and models, in "
+        "this process; default $COMFYUI_PATH, else the built-in engine)",
+    )
     serve.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
 
     publish = sub.add_parser("publish", help="publish to a WHIP endpoint with aiortc")
@@ -137,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks against a same-run raw baseline")
     bench.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
     bench.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
-    bench.add_argument("--scenarios", help="comma-separated subset of a,b,c,d,e,f")
+    bench.add_argument(
+        "--scenarios", help="comma-separated subset of a,b,c,d,e,f,g (g: --comfyui PATH)"
+    )
     bench.add_argument("--codec", choices=["VP8", "H264"], help="video codec")
     return parser
 
@@ -173,9 +182,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         echo_processed=args.echo_processed,
         rate_limit=args.rate_limit,
         warmup=args.warmup,
+        comfyui=args.comfyui,
         ice_loopback=args.ice_loopback,
         public_url=args.public_url,
     )
+    runtime = getattr(server.engine, "runtime", None)
+    if runtime is not None:
+        print(f"comfywhip: ComfyUI {runtime.version} from {runtime.path} on {runtime.device}")
+        for failure in runtime.failed_packs:
+            print(f"comfywhip: custom node pack did not load: {failure}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         logger.warning(
             "WHIP: listening on %s without --token: anyone who can reach this port can "

@@ -33,6 +33,7 @@ from .http.api_routes import setup_api_routes
 from .http.middleware import CORE_KEY, middlewares
 from .http.trace import TraceRecorder, trace_middleware
 from .http.whip import normalize_public_url, setup_whip_routes
+from .prompts.engines import comfyui_path_from_env, make_engine
 from .prompts.store import PromptStore
 from .rtc.end_reason import EndReason, SessionEnd
 from .rtc.ice import IceServer, ice_servers_from_env, parse_ice_server_arg
@@ -94,6 +95,7 @@ class WhipServer:
         prompts_dir: str | Path | None = None,
         echo_processed: bool = False,
         warmup: bool = False,
+        comfyui: str | Path | None = None,
         ice_loopback: bool = False,
         public_url: str | None = None,
     ) -> None:
@@ -119,10 +121,14 @@ class WhipServer:
             prompts_dir=str(prompts_dir) if prompts_dir else None,
             echo_processed=echo_processed,
             warmup=warmup,
+            comfyui=str(comfyui) if comfyui else comfyui_path_from_env(),
             ice_loopback=ice_loopback,
             public_url=public_url,
         )
         self._cert, self._key = cert, key
+        #: the prompt engine: built-in, or the ComfyUI at ``comfyui`` / $COMFYUI_PATH, loaded
+        #: into this process now (in the caller's thread: start-up errors surface in the cell)
+        self.engine = make_engine(self.config.comfyui)
         initial = self._load(prompts) if prompts is not None else None
         self._store = PromptStore(initial)
         self._core: WhipCore | None = None
@@ -136,9 +142,7 @@ class WhipServer:
 
     # -- prompt validation happens in the caller's thread: errors surface in the cell ------
     def _load(self, prompts: Any) -> Any:
-        from .prompts import load_prompt
-
-        prompt = load_prompt(prompts, allowed_dir=self.config.prompts_dir)
+        prompt = self.engine.load(prompts, allowed_dir=self.config.prompts_dir)
         if self.config.warmup:
             from .prompts.warmup import warm_up
 
@@ -217,7 +221,7 @@ class WhipServer:
             previous.stop()
 
     async def _startup(self) -> None:
-        self._core = WhipCore(self.config, self._store)
+        self._core = WhipCore(self.config, self._store, self.engine)
         app = web.Application(
             middlewares=[trace_middleware(self.trace), *middlewares(self._core)],
             client_max_size=max(self.config.max_json_bytes, self.config.max_sdp_bytes) + 1024,

@@ -60,6 +60,8 @@ class ServerConfig:
     that (RFC 9725 §4.8 SHOULD); 0 turns the limit off."""
     prompts_dir: str | None = None
     """Folder prompt files may be loaded from (``None``: current directory)."""
+    comfyui: str | None = None
+    """A ComfyUI folder whose executor and nodes run the prompts (None: the built-in engine)."""
     warmup: bool = False
     """Run every new prompt once on a blank frame before it goes live (``prompts/warmup.py``)."""
     ice_loopback: bool = False
@@ -76,9 +78,13 @@ class ServerConfig:
 class WhipCore:
     """Sessions and prompts of one server, driven from the event loop."""
 
-    def __init__(self, config: ServerConfig, prompts: PromptStore) -> None:
+    def __init__(self, config: ServerConfig, prompts: PromptStore, engine: Any = None) -> None:
+        from .prompts.engines import BUILTIN
+
         self.config = config
         self.prompts = prompts
+        #: turns prompts into runnable ones: built-in, or a real ComfyUI (prompts/engines.py)
+        self.engine = engine if engine is not None else BUILTIN
         self.sessions = SessionRegistry()
         #: sessions that ended in the last minute, so a late DELETE still gets 200
         self.ended = EndedSessions()

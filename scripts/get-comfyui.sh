@@ -33,13 +33,19 @@ if [ ! -f "$TREE/main.py" ]; then
   mv "$TREE.partial" "$TREE"
 fi
 
-if [ ! -f "$VENV/.setup-comfyui" ]; then
+# The stamp names what the venv was built from: a change to this script's pins, to ComfyUI's
+# requirements or to pyproject.toml re-runs pip (which skips what is already there).
+TORCH="torch==2.14.1 torchvision==0.29.1"
+FILTER='^(#|$|torch$|torchvision$|torchaudio$|comfyui-)'
+STAMP="$TORCH $FILTER $(cat "$TREE/requirements.txt" pyproject.toml | cksum)"
+if [ "$(cat "$VENV/.setup-comfyui" 2>/dev/null)" != "$STAMP" ]; then
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/pip" install -q torch==2.14.1 torchvision==0.29.1
-  grep -v -E '^(#|$|torch$|torchvision$|torchaudio$|comfyui-)' "$TREE/requirements.txt" > "$VENV/comfyui-requirements.txt"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install -q $TORCH
+  grep -v -E "$FILTER" "$TREE/requirements.txt" > "$VENV/comfyui-requirements.txt"
   "$VENV/bin/pip" install -q -r "$VENV/comfyui-requirements.txt" requests
   "$VENV/bin/pip" install -q -e ".[dev]"
-  touch "$VENV/.setup-comfyui"
+  echo "$STAMP" > "$VENV/.setup-comfyui"
 fi
 echo "$TREE"

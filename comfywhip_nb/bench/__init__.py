@@ -16,13 +16,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .scenarios import SCENARIOS, Settings
+from .scenarios import DEFAULT_SCENARIOS, SCENARIOS, Settings
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
 QUICK = Settings(
     quick=True,
-    scenarios="abcdef",
+    scenarios=DEFAULT_SCENARIOS,
     codecs=("VP8",),
     duration=1.5,
     warmup=0.5,
@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
     parser.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
     parser.add_argument(
-        "--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)} (default all)"
+        "--scenarios",
+        help=f"comma-separated subset of {','.join(SCENARIOS)} "
+        f"(default {','.join(DEFAULT_SCENARIOS)}; g needs --comfyui)",
     )
     parser.add_argument(
         "--codec", choices=["VP8", "H264"], help="one codec (default: both; VP8 with --quick)"
@@ -65,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-sessions", type=int, help="largest N tried in (b) (powers of two up to it)"
     )
     parser.add_argument("--swap-duration", type=float, help="seconds of hot swapping in (d)")
+    parser.add_argument(
+        "--comfyui",
+        metavar="PATH",
+        help="ComfyUI folder for (g), built-in vs ComfyUI engine (default $COMFYUI_PATH)",
+    )
     return parser
 
 
@@ -84,6 +91,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for name in ("duration", "warmup", "reps", "size", "swap_duration"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    comfyui = args.comfyui or os.environ.get("COMFYUI_PATH") or None
+    if "g" in settings.scenarios:
+        if not comfyui:
+            raise SystemExit("bench: scenario g needs --comfyui PATH (or $COMFYUI_PATH)")
+        changes["comfyui"] = str(Path(comfyui).expanduser().resolve())
     if args.max_sessions:
         changes["b_sessions"] = tuple(n for n in (1, 2, 4, 8, 16, 32) if n <= args.max_sessions)
     return replace(settings, **changes)  # type: ignore[arg-type]

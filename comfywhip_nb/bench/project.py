@@ -6,10 +6,15 @@ with each ``ProcessedFrame``) that reads the stamp back and, where the scenario 
 preview of every frame, encodes it with ``frames.encode_preview_jpeg`` at 320 px, the same
 work the baseline does. Hot swaps go through ``WhipServer.set_prompts`` from this process's
 main thread, as a notebook cell would.
+
+With ``comfyui=PATH`` (scenario g) the same server runs the same prompts through a real
+ComfyUI (``WhipServer(comfyui=PATH)``); ``overhead`` then times both engines in process on
+one frame, which is the per-frame cost of ComfyUI's executor without the stream around it.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -19,13 +24,20 @@ import torch
 from .procs import command_loop, loopback_only, quiet_logs
 from .recorder import Recorder
 
-__all__ = ["INVERT_PROMPT", "SlowInvert", "project_main", "slow_prompt"]
+__all__ = ["BLUR_PROMPT", "INVERT_PROMPT", "PROMPTS", "SlowInvert", "project_main", "slow_prompt"]
 
 INVERT_PROMPT: dict[str, Any] = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
 }
+BLUR_PROMPT: dict[str, Any] = {
+    "1": {"class_type": "LoadTensor", "inputs": {}},
+    "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 3, "sigma": 1.0}},
+    "3": {"class_type": "SaveTensor", "inputs": {"images": ["2", 0]}},
+}
+#: the prompts a leg can ask for by name (LegSpec.prompt)
+PROMPTS: dict[str, dict[str, Any]] = {"invert": INVERT_PROMPT, "blur": BLUR_PROMPT}
 #: the hot-swap partner: same work, a different graph (so every swap builds new nodes)
 INVERT_PROMPT_B: dict[str, Any] = {
     "10": {"class_type": "LoadTensor", "inputs": {}},
@@ -70,7 +82,7 @@ def slow_prompt(delay_s: float) -> dict[str, Any]:
 class _Project:
     """Owns the WhipServer and the benchmark's frame listener."""
 
-    def __init__(self) -> None:
+    def __init__(self, comfyui: str | None = None) -> None:
         from comfywhip_nb.pipeline.frames import encode_preview_jpeg
         from comfywhip_nb.prompts import register_nodes
         from comfywhip_nb.server import WhipServer
@@ -79,7 +91,9 @@ class _Project:
         self.encode_preview = encode_preview_jpeg
         self.recorder = Recorder()
         self.preview = True
-        self.server = WhipServer(port=0, prompts=INVERT_PROMPT, max_sessions=64)
+        self.server = WhipServer(
+            port=0, prompts=INVERT_PROMPT, max_sessions=64, comfyui=comfyui, frame_timeout=30.0
+        )
         self.server.start()
         self.server.core.listeners.append(self._on_session_event)
         self.swaps: list[float] = []
@@ -116,14 +130,54 @@ class _Project:
 
         return during
 
+    def overhead(self, name: str, width: int, height: int, reps: int) -> dict[str, Any]:
+        """Median ms per frame of the built-in engine and this server's on one frame,
+        interleaved: for the leg's prompt (nodes + executor) and for LoadTensor -> SaveTensor
+        (the executor alone: ``overhead_ms``, what ComfyUI adds to every frame)."""
+        from comfywhip_nb.pipeline.processor import _configure_torch_threads
+        from comfywhip_nb.prompts import load_prompt
+
+        _configure_torch_threads()  # as on the processor's threads
+        passthrough = {
+            "1": {"class_type": "LoadTensor", "inputs": {}},
+            "2": {"class_type": "SaveTensor", "inputs": {"images": ["1", 0]}},
+        }
+        prompts = {
+            "builtin": load_prompt(PROMPTS[name]),
+            "engine": self.server.engine.load(PROMPTS[name]),
+            "builtin_pass": load_prompt(passthrough),
+            "engine_pass": self.server.engine.load(passthrough),
+        }
+        image = torch.rand(1, height, width, 3)
+        times: dict[str, list[float]] = {key: [] for key in prompts}
+        for rep in range(reps + 3):
+            for key, prompt in prompts.items():
+                started = time.perf_counter()
+                prompt.run(image)
+                if rep >= 3:  # warm-up runs left out
+                    times[key].append((time.perf_counter() - started) * 1e3)
+        ms = {key: round(statistics.median(values), 3) for key, values in times.items()}
+        return {
+            "builtin_ms": ms["builtin"],
+            "engine_ms": ms["engine"],
+            "prompt_difference_ms": round(ms["engine"] - ms["builtin"], 3),
+            "builtin_passthrough_ms": ms["builtin_pass"],
+            "engine_passthrough_ms": ms["engine_pass"],
+            "overhead_ms": round(ms["engine_pass"] - ms["builtin_pass"], 3),
+            "reps": reps,
+        }
+
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         cmd = msg["cmd"]
         if cmd == "setup":
             self.recorder.reset()
             self.preview = msg.get("preview") == "frame"
             delay = float(msg.get("delay", 0.0))
-            self.server.set_prompts(slow_prompt(delay) if delay else INVERT_PROMPT)
+            prompt = PROMPTS[msg.get("prompt") or "invert"]
+            self.server.set_prompts(slow_prompt(delay) if delay else prompt)
             return {"url": self.server.whip_url, "base": self.server.url}
+        if cmd == "overhead":
+            return self.overhead(msg["prompt"], msg["width"], msg["height"], msg["reps"])
         if cmd == "measure":
             every = msg.get("swap_every")
             during = self._swapper(float(every), bool(msg.get("swap_dry"))) if every else None
@@ -143,8 +197,8 @@ class _Project:
         raise ValueError(f"unknown command {cmd!r}")
 
 
-def project_main(conn: Connection) -> None:
-    """Entry point of the project receiver child process."""
+def project_main(conn: Connection, comfyui: str | None = None) -> None:
+    """Entry point of the project receiver child process (``comfyui``: scenario g's)."""
     loopback_only()
     quiet_logs()
-    command_loop(conn, _Project().handle)
+    command_loop(conn, _Project(comfyui).handle)

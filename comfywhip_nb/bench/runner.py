@@ -9,6 +9,7 @@ runner, so its HTTP client costs nothing to the receiver it measures.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -78,6 +79,8 @@ class Runner:
     def __enter__(self) -> Runner:
         print("bench: starting publisher, baseline and project processes ...", flush=True)
         targets = {"publisher": publisher_main, "baseline": baseline_main, "project": project_main}
+        if "g" in self.settings.scenarios:  # the same receiver on a real ComfyUI
+            targets["comfyui"] = functools.partial(project_main, comfyui=self.settings.comfyui)
         for name, target in targets.items():
             self.children[name] = Child(name, target)
         for child in self.children.values():
@@ -91,7 +94,10 @@ class Runner:
     # -- one leg --------------------------------------------------------------------------
     def run_leg(self, spec: LegSpec) -> dict[str, Any]:
         receiver, publisher = self.children[spec.stack], self.children["publisher"]
-        setup = receiver.call({"cmd": "setup", "delay": spec.delay, "preview": spec.preview}, 30)
+        setup = receiver.call(
+            {"cmd": "setup", "delay": spec.delay, "preview": spec.preview, "prompt": spec.prompt},
+            60,
+        )
         poller = None
         try:
             publisher.call(
@@ -180,7 +186,25 @@ class Runner:
                     continue
                 for config in configs_for(scenario, self.settings, codec):
                     results.append(self.run_config(config))
+                    if scenario == "g":
+                        self._overhead(results[-1], config)
         return results
+
+    def _overhead(self, result: dict[str, Any], config: Config) -> None:
+        """(g): both engines timed in process on one frame of the leg's size."""
+        spec = config.b
+        message = {
+            "cmd": "overhead",
+            "prompt": spec.prompt,
+            "width": spec.width,
+            "height": spec.height,
+            "reps": self.settings.overhead_reps,
+        }
+        try:
+            result["extra"]["overhead"] = self.children["comfyui"].call(message, 300)
+        except RuntimeError as exc:
+            result["extra"]["overhead"] = {"error": str(exc)}
+        print(f"bench: ({config.name}) in process: {result['extra']['overhead']}", flush=True)
 
     def _run_b(self, codec: str) -> list[dict[str, Any]]:
         """N = 1, 2, 4, ... until either stack falls below 29 fps."""

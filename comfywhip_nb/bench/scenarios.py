@@ -4,7 +4,8 @@ Every configuration is a pair of legs, A and B, run A B A B ... so that drift on
 machine hits both sides; results are reported as ratios B / A. In (a)-(c) A is the raw
 baseline and B the project; (d) and (e) compare the project with itself (no swap vs a hot
 swap every second, no preview vs a 15 fps preview), since the raw stack has neither.
-(f) reuses the CPU time measured in (a).
+(f) reuses the CPU time measured in (a). (g) runs the same prompts through the built-in
+engine (A) and a real ComfyUI (B, ``--comfyui PATH``); it is not in the default set.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 
 __all__ = ["Config", "LegSpec", "Settings", "configs_for", "leg_metrics"]
 
-SCENARIOS = "abcdef"
+SCENARIOS = "abcdefg"
+DEFAULT_SCENARIOS = "abcdef"
+"""(g) needs a ComfyUI folder, so it runs only when asked for."""
+ENGINE_PROMPTS = ("invert", "blur")
 STALL_WINDOW_INTERVALS = 3
 """Gaps of frames processed within this many input intervals after a swap count as stall."""
 
@@ -26,7 +30,7 @@ class Settings:
     """What ``comfywhip bench`` was asked to do."""
 
     quick: bool = False
-    scenarios: str = SCENARIOS
+    scenarios: str = DEFAULT_SCENARIOS
     codecs: tuple[str, ...] = ("VP8", "H264")
     duration: float = 5.0
     warmup: float = 1.5
@@ -35,6 +39,10 @@ class Settings:
     b_sessions: tuple[int, ...] = (1, 2, 4, 8, 16)
     swap_duration: float = 20.0
     settle: float = 10.0
+    comfyui: str | None = None
+    """The ComfyUI folder for (g)."""
+    overhead_reps: int = 30
+    """Frames per engine for (g)'s in-process per-frame overhead."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class LegSpec:
     """Note the swap instants without swapping: the control for (d)'s stall measure."""
     settle: bool = False
     """Let a start-up receive backlog drain first (input the stack is expected to sustain)."""
+    prompt: str = "invert"
+    """The receiver's prompt (``project.PROMPTS``); (c) replaces it with a slow node."""
 
     def describe(self) -> str:
         rate = f"{self.fps:g} fps" if self.fps else "unpaced"
@@ -146,6 +156,22 @@ def configs_for(scenario: str, settings: Settings, codec: str, sessions: int = 1
         )
         b = replace(a, side="B", label="preview 15 fps", preview_hz=15.0)
         return [Config("e", a.config, a, b)]
+    if scenario == "g":
+        configs = []
+        for prompt in ENGINE_PROMPTS:
+            a = LegSpec(
+                scenario="g",
+                config=f"g {h720}p30 {prompt} {codec}",
+                label="built-in engine",
+                sessions=1,
+                prompt=prompt,
+                settle=True,
+                **{**project, "width": w720, "height": h720},  # type: ignore[arg-type]
+                **base,
+            )
+            b = replace(a, side="B", stack="comfyui", label="ComfyUI engine")
+            configs.append(Config("g", a.config, a, b, {"prompt": prompt}))
+        return configs
     return []  # (f) is computed from (a)
 
 

@@ -153,6 +153,22 @@ def check_targets(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if per_frame and b_cpu and b_fps:
                     share = round(b_cpu - per_frame * b_fps / 1e3, 4)
                 rows.append(_row("(e) preview CPU, cores", name, share, "info", INFO))
+            elif scenario == "g":
+                r = s["fps_ratio"]
+                rows.append(
+                    _row("(g) fps ComfyUI/built-in engine", name, r, ">= 0.95", _ge(r, 0.95))
+                )
+                measured = config["extra"].get("overhead", {})
+                overhead = measured.get("overhead_ms")
+                rows.append(
+                    _row(
+                        "(g) ComfyUI executor ms/frame", name, overhead, "<= 2", _le(overhead, 2.0)
+                    )
+                )
+                diff = measured.get("prompt_difference_ms")
+                rows.append(
+                    _row("(g) prompt ms/frame ComfyUI - built-in", name, diff, "info", INFO)
+                )
         if b_seen:
             value = f"project {held['B']} / baseline {held['A']}"
             limit = "N(project) >= N(baseline)"

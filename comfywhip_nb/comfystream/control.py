@@ -125,7 +125,7 @@ class ControlHub:
             async with lock:
                 reply = await self.handle(session, message)
             if channel.readyState == "open":
-                channel.send(json.dumps(reply))
+                channel.send(fit_reply(reply, _max_message_size(channel)))
 
     # -- messages ---------------------------------------------------------------------------
     async def handle(self, session: Session, message: str | bytes) -> dict[str, Any]:
@@ -166,10 +166,8 @@ class ControlHub:
         return data
 
     async def get_nodes(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
-        from ..prompts import node_catalogue
-
         loop = asyncio.get_running_loop()
-        catalogue = await loop.run_in_executor(None, node_catalogue)
+        catalogue = await loop.run_in_executor(None, self.core.engine.catalogue)
         return {"nodes": {name: describe_node(info) for name, info in catalogue.items()}}
 
     async def update_prompts(self, session: Session, data: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +182,9 @@ class ControlHub:
                 raise ControlError(f"prompts is not valid JSON: {exc}") from None
         if raw is not None:
             try:
-                prompt = await load_prompt_data(raw, self.core.config.warmup)
+                prompt = await load_prompt_data(
+                    raw, self.core.config.warmup, engine=self.core.engine
+                )
             except PromptError as exc:
                 message, details = describe_prompt_error(exc)
                 nodes = details.get("node_errors")
@@ -243,6 +243,40 @@ class ControlHub:
             return
         entry = session.session_prompt or self.core.prompts.for_channel(session.channel_id)
         session.processor.set_prompt(None, entry.version)
+
+
+def _max_message_size(channel: Any) -> int:
+    """The largest message the peer takes (SDP ``a=max-message-size``; 0 = no limit)."""
+    size = getattr(channel.transport, "_remote_max_message_size", 0)  # aiortc keeps no public one
+    return size if isinstance(size, int) else 0
+
+
+def fit_reply(reply: dict[str, Any], limit: int) -> str:
+    """The reply as compact JSON within the peer's message size: a node list too large (a
+    real ComfyUI has 400+ nodes) loses descriptions and tooltips first; what still does not
+    fit becomes an error reply naming the sizes, never an exception in the channel."""
+    text = json.dumps(reply, separators=(",", ":"))
+    if not limit or len(text.encode()) <= limit:
+        return text
+    if isinstance(reply.get("nodes"), dict):
+        slim = {name: _slim(node) for name, node in reply["nodes"].items()}
+        text = json.dumps({**reply, "nodes": slim}, separators=(",", ":"))
+        if len(text.encode()) <= limit:
+            return text
+    error = {key: reply[key] for key in ("type", "id") if key in reply} | {
+        "success": False,
+        "error": f"reply of {len(text.encode())} bytes exceeds the peer's data channel "
+        f"message limit of {limit} bytes",
+    }
+    return json.dumps(error)
+
+
+def _slim(node: dict[str, Any]) -> dict[str, Any]:
+    inputs = {
+        name: {k: v for k, v in spec.items() if k != "tooltip"}
+        for name, spec in node.get("inputs", {}).items()
+    }
+    return {**node, "description": "", "inputs": inputs}
 
 
 def describe_node(info: dict[str, Any]) -> dict[str, Any]:

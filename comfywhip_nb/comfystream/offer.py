@@ -157,7 +157,7 @@ async def offer_endpoint(request: web.Request) -> web.Response:
             raise BadRequest(str(exc)) from None
     raw_prompts = body.get("prompts")
     prompt = (
-        await validate_prompts(raw_prompts, core.config.warmup)
+        await validate_prompts(raw_prompts, core.config.warmup, engine=core.engine)
         if raw_prompts not in (None, [], {})
         else None
     )

@@ -140,7 +140,7 @@ async def post_prompts(
     if data is None:
         prompt = None
     else:
-        prompt = await validate_prompts(data, core.config.warmup)
+        prompt = await validate_prompts(data, core.config.warmup, engine=core.engine)
     try:
         entry = core.swap_prompts(prompt, channel=channel, session_id=session_id)
     except KeyError:

@@ -38,10 +38,11 @@ async def read_body(request: web.Request, limit: int) -> str:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
 
 
-async def validate_prompts(raw: Any, warmup: bool = False) -> Any:
-    """Validate decoded prompt JSON (dict or list) in the executor; 400 on any problem."""
+async def validate_prompts(raw: Any, warmup: bool = False, *, engine: Any = None) -> Any:
+    """Validate decoded prompt JSON (dict or list) in the executor with the server's engine
+    (``core.engine``; the built-in one when None); 400 on any problem."""
     try:
-        return await load_prompt_data(raw, warmup)
+        return await load_prompt_data(raw, warmup, engine=engine)
     except PromptError as exc:
         message, details = describe_prompt_error(exc)
         raise BadRequest(message, extra=details) from None

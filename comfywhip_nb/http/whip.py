@@ -85,7 +85,7 @@ def resource_url(request: web.Request, path: str) -> str:
     return public_base(request) + path
 
 
-async def parse_prompts_param(raw: str | None, warmup: bool = False) -> Any:
+async def parse_prompts_param(raw: str | None, warmup: bool = False, *, engine: Any = None) -> Any:
     """Validate a ``prompts=`` JSON value off the loop; PromptError -> 400 with node errors."""
     if raw is None or raw == "":
         return None
@@ -93,7 +93,7 @@ async def parse_prompts_param(raw: str | None, warmup: bool = False) -> Any:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"prompts is not valid JSON: {exc}") from None
-    return await validate_prompts(data, warmup)
+    return await validate_prompts(data, warmup, engine=engine)
 
 
 # -- /whip ---------------------------------------------------------------------------------
@@ -113,7 +113,9 @@ async def post_offer(request: web.Request) -> web.Response:
     require_content_type(request, SDP)
     sdp = await read_body(request, core.config.max_sdp_bytes)
     channel = request.query.get("channelId") or None
-    prompt = await parse_prompts_param(request.query.get("prompts"), core.config.warmup)
+    prompt = await parse_prompts_param(
+        request.query.get("prompts"), core.config.warmup, engine=core.engine
+    )
     session, answer, _ = await core.create_session(sdp, channel_id=channel, session_prompt=prompt)
     response = web.Response(status=201, text=answer, content_type=SDP)
     response.headers["Location"] = resource_url(request, f"/whip/{session.id}")

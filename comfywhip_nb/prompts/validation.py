@@ -25,20 +25,20 @@ class NotPromptData(PromptError):
 
 
 async def load_prompt_data(
-    raw: Any, warmup: bool = False, image_dir: str | Path | None = None
+    raw: Any, warmup: bool = False, image_dir: str | Path | None = None, *, engine: Any = None
 ) -> Any:
     """Validate decoded prompt JSON (dict or list) in the executor; ``PromptError`` if bad.
     Reference images (a LoadImage that is not the live frame) are read from ``image_dir``,
-    the server's allowed folder; without one they are refused."""
+    the server's allowed folder; without one they are refused. ``engine`` is the server's
+    (``core.engine``: a real ComfyUI reads them from its own input folder); None: built-in."""
     if not isinstance(raw, (dict, list)):
         raise NotPromptData(
             "prompts must be a JSON object (API format) or a list of them, "
             f"got {type(raw).__name__}"
         )
+    load = engine.load if engine is not None else load_prompt
     loop = asyncio.get_running_loop()
-    prompt = await loop.run_in_executor(
-        None, functools.partial(load_prompt, raw, allowed_dir=image_dir)
-    )
+    prompt = await loop.run_in_executor(None, functools.partial(load, raw, allowed_dir=image_dir))
     if warmup:
         from .warmup import warm_up
 

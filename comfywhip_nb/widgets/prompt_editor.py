@@ -1,5 +1,8 @@
 """PromptEditor: edit API-format JSON, pick a bundled preset, validate and hot-swap.
 
+The node list shows what the server's engine offers (the built-in nodes, or every node of
+the ComfyUI given as ``comfyui=``) with each node's inputs, read once when the editor opens.
+
 Apply goes through ``server.set_prompts``, which validates before swapping: on a
 ``PromptError`` nothing changes and each node error is listed with its node id and class.
 Button handlers run on the kernel thread; the refresher only refreshes the target list and
@@ -102,12 +105,23 @@ class PromptEditor(widgets.VBox):
             description="Load current", icon="download", tooltip="show the target's prompt"
         )
         self.format_button = widgets.Button(description="Format JSON", icon="indent")
+        self.catalogue = _catalogue(server)
+        self.nodes = widgets.Combobox(
+            options=list(self.catalogue),
+            placeholder=f"{len(self.catalogue)} nodes: type to search",
+            description="node",
+            ensure_option=True,
+            layout=widgets.Layout(width="300px"),
+            style={"description_width": "36px"},
+        )
+        self.node_info = widgets.HTML()
         self.message = widgets.HTML()
         self.versions = widgets.HTML()
         super().__init__(
             [
                 widgets.HTML(MONO_CSS),
                 widgets.HBox([self.presets, self.target]),
+                widgets.HBox([self.nodes, self.node_info]),
                 self.editor,
                 widgets.HBox([self.apply_button, self.load_button, self.format_button]),
                 self.message,
@@ -116,6 +130,7 @@ class PromptEditor(widgets.VBox):
         )
         self.add_class("comfywhip-prompt-editor")
         self.presets.observe(self._on_preset, names="value")
+        self.nodes.observe(self._on_node, names="value")
         self.apply_button.on_click(lambda _b: self.apply())
         self.load_button.on_click(lambda _b: self.load_current())
         self.format_button.on_click(lambda _b: self._format())
@@ -144,6 +159,10 @@ class PromptEditor(widgets.VBox):
             )
         except Exception as exc:
             self.message.value = prompt_errors_html(exc)
+
+    def _on_node(self, change: Mapping[str, Any]) -> None:
+        info = self.catalogue.get(change["new"])
+        self.node_info.value = node_signature_html(change["new"], info) if info else ""
 
     def _format(self) -> None:
         text = self.editor.value.strip()
@@ -243,6 +262,31 @@ class PromptEditor(widgets.VBox):
         if refresher is not None:
             refresher.stop()
         close_tree(self)
+
+
+def _catalogue(server: Any) -> dict[str, dict[str, Any]]:
+    """The engine's nodes as ``/object_info`` entries; empty when it cannot say."""
+    try:
+        return dict(server.engine.catalogue())
+    except Exception:
+        return {}
+
+
+def node_signature_html(name: str, info: Mapping[str, Any]) -> str:
+    """``Name (category): input TYPE, ... -> OUTPUTS`` for the node list."""
+    inputs = []
+    for group in ("required", "optional"):
+        for key, spec in (info.get("input", {}).get(group) or {}).items():
+            spec = spec if isinstance(spec, (list, tuple)) else [spec]
+            kind = spec[0] if spec else "*"
+            kind = "COMBO" if isinstance(kind, (list, tuple)) else str(kind)
+            inputs.append(f"{esc(key)} <i>{esc(kind)}</i>" + ("" if group == "required" else "?"))
+    outputs = ", ".join(esc(o) for o in info.get("output", ())) or "(output node)"
+    category = esc(info.get("category", ""))
+    return (
+        f'<span style="font-size:12px"><b>{esc(name)}</b> ({category}): '
+        f"{', '.join(inputs) or 'no inputs'} &rarr; {outputs}</span>"
+    )
 
 
 def _preset_names() -> list[str]:
