@@ -1,6 +1,6 @@
 # One command to set up and run the demo, one to set up and run the tests.
 #   make demo   -> venv + CPU torch + package, then `comfywhip demo`
-#   make test   -> the above + dev tools + Chromium/npm/GStreamer test deps, then ruff + pytest
+#   make test   -> the above + dev tools + Chromium/npm/GStreamer/nginx test deps, then ruff + pytest
 #   make test-comfyui -> a test-time ComfyUI 0.3.75 + .venv-comfyui, then tests/comfyui
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +12,7 @@ DEMO_SECONDS ?= 10
 # tests/comfyui run a real ComfyUI in process: they need its own venv (scripts/get-comfyui.sh)
 COMFY_VENV ?= .venv-comfyui
 
-.PHONY: setup setup-dev browser-deps gstreamer-deps comfyui-deps demo test test-comfyui lint format clean
+.PHONY: setup setup-dev browser-deps gstreamer-deps network-deps comfyui-deps demo test test-comfyui lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ browser-deps:
 gstreamer-deps:
 	bash scripts/install-gstreamer.sh
 
+network-deps:
+	bash scripts/install-network-deps.sh
+
 comfyui-deps:
 	COMFYUI_VENV=$(COMFY_VENV) bash scripts/get-comfyui.sh
 
@@ -49,7 +52,7 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup-dev browser-deps gstreamer-deps lint test-comfyui
+test: setup-dev browser-deps gstreamer-deps network-deps lint test-comfyui
 	$(BIN)/pytest -q --ignore=tests/comfyui
 
 format: setup-dev

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--cert", help="TLS certificate (PEM) for HTTPS")
     serve.add_argument("--key", help="TLS private key (PEM) for HTTPS")
+    serve.add_argument(
+        "--public-url",
+        help="base URL clients reach this instance at (behind nginx: Location, WHEP and "
+        "event links and the page use it), e.g. https://front.example/i/1",
+    )
     serve.add_argument("--max-sessions", type=int, default=8, help="session limit (default 8)")
     serve.add_argument(
         "--nodes",
@@ -126,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
     demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
 
+    prompts = sub.add_parser("prompts", help="manage prompts on running servers")
+    prompts_sub = prompts.add_subparsers(dest="prompts_command", required=True)
+    push = prompts_sub.add_parser(
+        "push", help="set one prompt file on several instances and report each answer"
+    )
+    push.add_argument("targets", nargs="+", metavar="URL... FILE", help="instance URLs, then FILE")
+    push.add_argument("--channel", help="channelId to set (default: the default prompt)")
+    push.add_argument("--token", help="bearer token")
+    push.add_argument("--timeout", type=float, default=10.0, help="seconds per instance")
+
     bench = sub.add_parser("bench", help="benchmarks against a same-run raw baseline")
     bench.add_argument("--quick", action="store_true", help="short run (under 2 minutes)")
     bench.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
@@ -169,6 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         comfyui=args.comfyui,
         ice_loopback=args.ice_loopback,
+        public_url=args.public_url,
     )
     runtime = getattr(server.engine, "runtime", None)
     if runtime is not None:
@@ -222,6 +238,32 @@ def cmd_publish(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .client.prompt_push import push_prompts
+    from .prompts import PromptError, load_prompt
+
+    if len(args.targets) < 2:
+        print("error: give at least one instance URL and then the prompt FILE", file=sys.stderr)
+        return 2
+    *urls, file = args.targets
+    text = Path(file).read_text(encoding="utf-8")
+    try:
+        load_prompt(text)  # refuse a bad file before any instance sees it
+    except PromptError as exc:
+        print(f"error: {file}: {exc}", file=sys.stderr)
+        return 1
+    results = asyncio.run(
+        push_prompts(urls, text, token=args.token, channel=args.channel, timeout=args.timeout)
+    )
+    for r in results:
+        print(f"{r.url}: {r.status if r.status is not None else 'no answer'} {r.detail}")
+    failed = sum(not r.ok for r in results)
+    print(f"comfywhip: prompt set on {len(results) - failed} of {len(results)} instances")
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -247,7 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("aioice").setLevel(logging.WARNING)
-    commands = {"serve": cmd_serve, "publish": cmd_publish, "demo": cmd_demo}
+    commands = {
+        "serve": cmd_serve,
+        "publish": cmd_publish,
+        "demo": cmd_demo,
+        "prompts": cmd_prompts,
+    }
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

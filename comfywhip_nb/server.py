@@ -32,7 +32,7 @@ from aiohttp import web
 from .http.api_routes import setup_api_routes
 from .http.middleware import CORE_KEY, EGRESS_KEY, middlewares
 from .http.trace import TraceRecorder, trace_middleware
-from .http.whip import setup_whip_routes
+from .http.whip import normalize_public_url, setup_whip_routes
 from .pipeline.egress import Egress
 from .pipeline.processor import ProcessedFrame
 from .prompts.engines import comfyui_path_from_env, make_engine
@@ -111,6 +111,7 @@ class WhipServer:
         shared_encoding: bool = True,
         comfyui: str | Path | None = None,
         ice_loopback: bool = False,
+        public_url: str | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
@@ -118,6 +119,7 @@ class WhipServer:
             raise ValueError(f"rate_limit must be >= 0 (0 disables it), got {rate_limit}")
         if (cert is None) != (key is None):
             raise ValueError("HTTPS needs both cert and key")
+        public_url = normalize_public_url(public_url)
         self.config = ServerConfig(
             host=host,
             port=int(port),
@@ -136,6 +138,7 @@ class WhipServer:
             shared_encoding=shared_encoding,
             comfyui=str(comfyui) if comfyui else comfyui_path_from_env(),
             ice_loopback=ice_loopback,
+            public_url=public_url,
         )
         self._cert, self._key = cert, key
         #: the prompt engine: built-in, or the ComfyUI at ``comfyui`` / $COMFYUI_PATH, loaded

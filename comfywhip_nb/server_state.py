@@ -68,6 +68,9 @@ class ServerConfig:
     ice_loopback: bool = False
     """Give the server's peers a 127.0.0.1 host candidate even when ``host`` is not a
     loopback address (it always does when it is; see ``rtc/peer.py``)."""
+    public_url: str | None = None
+    """Base URL clients reach this instance at (behind a proxy or balancer): ``Location``,
+    WHEP and event links and the page use it instead of the request's own origin."""
     echo_processed: bool = False
     """Send a ``sendrecv`` WHIP publisher its processed video back on the same connection, as
     ComfyStream does. RFC 9725 §4.2 expects a recvonly answer, so this is off by default."""

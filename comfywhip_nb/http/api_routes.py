@@ -7,6 +7,7 @@ JPEG encoding happens in the default executor, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import time
 from importlib import resources
@@ -29,7 +30,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def whip_stats(request: web.Request) -> web.Response:
-    snapshot = core_of(request).sessions.snapshot()
+    sessions = core_of(request).sessions
+    await asyncio.gather(*(s.rtp.refresh() for s in sessions.values()))  # packets lost
+    snapshot = sessions.snapshot()
     return web.json_response({sid: info.to_dict() for sid, info in snapshot.items()})
 
 
@@ -199,7 +202,12 @@ async def index(request: web.Request) -> web.StreamResponse:
         return web.Response(
             text="comfywhip_nb WHIP server: POST an SDP offer to /whip", content_type="text/plain"
         )
-    return web.Response(text=page.read_text("utf-8"), content_type="text/html")
+    text = page.read_text("utf-8")
+    public_url = core_of(request).config.public_url
+    if public_url:  # the page then talks to the address clients reach this instance at
+        meta = f'<meta name="comfywhip-server" content="{html.escape(public_url)}">'
+        text = text.replace("<head>", "<head>\n    " + meta, 1)
+    return web.Response(text=text, content_type="text/html")
 
 
 def setup_api_routes(app: web.Application) -> None:

@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from ..errors import (
     BadRequest,
@@ -35,7 +36,15 @@ from ..rtc.sdp import parse_sdpfrag
 from .bodies import read_body, validate_prompts
 from .middleware import core_of, is_preflight, options_response
 
-__all__ = ["SDP", "SDPFRAG", "extension_links", "patch_session", "setup_whip_routes"]
+__all__ = [
+    "SDP",
+    "SDPFRAG",
+    "extension_links",
+    "normalize_public_url",
+    "patch_session",
+    "public_base",
+    "setup_whip_routes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +60,31 @@ def require_content_type(request: web.Request, expected: str) -> None:
         raise UnsupportedMediaType(request.headers.get("Content-Type"), expected)
 
 
+def normalize_public_url(value: str | None) -> str | None:
+    """Check a ``--public-url`` (``http(s)://host[:port][/prefix]``); no trailing slash."""
+    if value is None or value == "":
+        return None
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"public URL must be http(s)://host[:port][/prefix], got {value!r}")
+    if url.query_string or url.fragment:
+        raise ValueError(f"public URL takes no query or fragment, got {value!r}")
+    return str(url).rstrip("/")
+
+
+def public_base(request: web.Request) -> str:
+    """The base URL clients reach this instance at: ``public_url`` or the request's origin."""
+    configured = core_of(request).config.public_url
+    return configured if configured else str(request.url.origin())
+
+
 def resource_url(request: web.Request, path: str) -> str:
-    """Absolute URL for ``Location`` (RFC 9725 §4.2 allows relative; absolute is clearest)."""
-    return str(request.url.origin().with_path(path))
+    """Absolute URL for ``Location`` (RFC 9725 §4.2 allows relative; absolute is clearest).
+
+    Behind a balancer (RFC 9725 §4.5) the POST may arrive through a shared front door while
+    the resource must pin to this instance: ``public_url`` names it.
+    """
+    return public_base(request) + path
 
 
 async def parse_prompts_param(raw: str | None, warmup: bool = False, *, engine: Any = None) -> Any:

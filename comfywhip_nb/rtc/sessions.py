@@ -24,6 +24,7 @@ from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
 from .end_reason import EndReason, SessionEnd
 from .keyframe_wait import DECODE_WARNINGS, decoder_threads
 from .lifecycle import SessionKind
+from .netstats import RtpCounters
 from .teardown import break_peer_cycles
 
 __all__ = ["FrameHook", "Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
@@ -78,6 +79,8 @@ class SessionInfo:
     end_reason: str | None = None
     """Why the session ended (an ``EndReason`` value); None while it runs."""
     end_detail: str | None = None
+    network: dict[str, int] = field(default_factory=dict)
+    """RTP packets lost, NACKs and PLIs sent, gaps skipped (``netstats.RtpCounters``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``/whip-stats`` entry for this session."""
@@ -106,6 +109,7 @@ class SessionInfo:
             "first_frame_ms": None if self.first_frame_ms is None else round(self.first_frame_ms),
             "end_reason": self.end_reason,
             "end_detail": self.end_detail,
+            **self.network,
         }
 
 
@@ -162,6 +166,7 @@ class Session:
         self.processor = FrameProcessor(
             self.id[:8], frame_timeout=frame_timeout, on_processed=self._on_worker_frame
         )
+        self.rtp = RtpCounters()
         self._tasks: list[asyncio.Task[None]] = []
         self._outgoing: list[MediaStreamTrack] = []
 
@@ -248,6 +253,8 @@ class Session:
     def attach_track(self, track: MediaStreamTrack) -> None:
         """Start consuming ``track`` at once; called from aiortc's ``track`` event."""
         self.log(logging.INFO, "track received: %s", track.kind)
+        for transceiver in self.pc.getTransceivers():  # ``track`` may be a relay's copy
+            self.rtp.watch(transceiver.receiver)
         if track.kind == "video":
             self.has_video = True
             DECODE_WARNINGS.watch(self.id, self._decoder_threads, self._on_decode_failure)
@@ -311,6 +318,7 @@ class Session:
             first_frame_ms=_first_frame_ms(self.connected_at, self.first_frame_at),
             end_reason=self.end.reason.value if self.end else None,
             end_detail=self.end.detail if self.end else None,
+            network=self.rtp.as_dict(),
         )
 
     async def close(self, end: SessionEnd | None = None) -> None:
@@ -328,6 +336,7 @@ class Session:
             task.cancel()
         for track in self._outgoing:
             track.stop()
+        self.rtp.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
         for task in self._tasks:

@@ -315,7 +315,9 @@ async function pollStats() {
 
 function init() {
   const params = new URLSearchParams(location.search);
-  const fallback = location.protocol.startsWith("http") ? location.origin : "http://127.0.0.1:8889";
+  const configured = document.querySelector('meta[name="comfywhip-server"]')?.content;
+  const origin = location.protocol.startsWith("http") ? location.origin : "http://127.0.0.1:8889";
+  const fallback = configured || origin; // --public-url, when the server has one
   $("server").value = params.get("server") || fallback;
   $("channel").value = params.get("channel") || "";
   $("controls").addEventListener("submit", (event) => event.preventDefault());
