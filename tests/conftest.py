@@ -7,11 +7,9 @@ from collections.abc import Iterator
 
 import aioice.ice
 import pytest
+from helpers import REAL_GET_HOST_ADDRESSES
 
 from comfywhip_nb.server import WhipServer
-
-#: aioice's own address lookup, for tests that need the real interfaces (network namespaces)
-REAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,7 +40,3 @@ def server() -> Iterator[WhipServer]:
         yield srv
     finally:
         srv.stop()
-
-
-# re-exported for tests that import them from here
-from helpers import async_wait_until, make_offer, server_threads, wait_until  # noqa: E402, F401

@@ -7,6 +7,13 @@ import threading
 import time
 from collections.abc import Callable
 
+import aioice.ice
+
+#: aioice's own address lookup, taken before conftest keeps ICE on loopback, for tests that
+#: need the real interfaces (network namespaces). Import test helpers from here, never from
+#: ``conftest``: with tests/comfyui collected too, ``conftest`` may name that folder's one.
+REAL_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy; fail with a clear message."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection
-from conftest import REAL_GET_HOST_ADDRESSES
-from helpers import make_offer
+from helpers import REAL_GET_HOST_ADDRESSES, make_offer
 
 from comfywhip_nb.rtc.peer import ServerPeerConnection, is_loopback_host
 

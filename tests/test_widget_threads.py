@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import wait_until
+from helpers import wait_until
 from nbclient import NotebookClient
 from PIL import Image
 from test_widgets import FakeServer
@@ -164,7 +164,7 @@ async def test_preview_endpoint_serves_the_input_frame_for_the_players_side_by_s
 
     import aiohttp
     import numpy as np
-    from conftest import async_wait_until
+    from helpers import async_wait_until
 
     from comfywhip_nb import WHIPClient, WhipServer
     from comfywhip_nb.client.sources import TestPatternTrack

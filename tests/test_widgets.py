@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 from aiohttp import ClientSession, web
-from conftest import async_wait_until, wait_until
+from helpers import async_wait_until, wait_until
 
 import comfywhip_nb.server as server_module
 from comfywhip_nb.client.whip_client import WHIPClient

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def _load() -> tuple[dict[str, type] | None, str]:
     tree = comfyui_tree()
     if not (tree / "nodes.py").is_file():
         return None, f"no ComfyUI tree at {tree} (run scripts/get-comfyui.sh)"
+    if importlib.util.find_spec("torchvision") is None:  # ComfyUI's nodes.py needs it
+        return None, "torchvision is not installed here: run these tests with .venv-comfyui"
     try:
         sys.path.insert(0, str(tree))
         # ComfyUI's package ``utils`` first: nodes.py puts comfy/ (which has a utils.py) on
@@ -68,7 +71,8 @@ def _forget(tree: Path) -> None:
     prefix = str(tree)
     sys.path[:] = [p for p in sys.path if not p.startswith(prefix)]
     for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", "") or "").startswith(prefix):
+        places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+        if any(str(place).startswith(prefix) for place in places):  # namespace packages too
             del sys.modules[name]
 
 
