@@ -190,7 +190,10 @@ class ControlHub:
         if raw is not None:
             try:
                 prompt = await load_prompt_data(
-                    raw, self.core.config.warmup, engine=self.core.engine
+                    raw,
+                    self.core.config.warmup,
+                    self.core.config.prompts_dir,
+                    engine=self.core.engine,
                 )
             except PromptError as exc:
                 message, details = describe_prompt_error(exc)

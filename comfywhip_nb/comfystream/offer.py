@@ -77,7 +77,12 @@ async def offer_endpoint(request: web.Request) -> web.Response:
             raise BadRequest(str(exc)) from None
     raw_prompts = body.get("prompts")
     prompt = (
-        await validate_prompts(raw_prompts, core.config.warmup, engine=core.engine)
+        await validate_prompts(
+            raw_prompts,
+            core.config.warmup,
+            engine=core.engine,
+            image_dir=core.config.prompts_dir,
+        )
         if raw_prompts not in (None, [], {})
         else None
     )

@@ -140,7 +140,9 @@ async def post_prompts(
     if data is None:
         prompt = None
     else:
-        prompt = await validate_prompts(data, core.config.warmup, engine=core.engine)
+        prompt = await validate_prompts(
+            data, core.config.warmup, engine=core.engine, image_dir=core.config.prompts_dir
+        )
     try:
         swap = core.swap_prompts(prompt, channel=channel, session_id=session_id)
     except KeyError:

@@ -38,11 +38,14 @@ async def read_body(request: web.Request, limit: int) -> str:
         raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start})") from None
 
 
-async def validate_prompts(raw: Any, warmup: bool = False, *, engine: Any = None) -> Any:
+async def validate_prompts(
+    raw: Any, warmup: bool = False, *, engine: Any = None, image_dir: str | None = None
+) -> Any:
     """Validate decoded prompt JSON (dict or list) in the executor with the server's engine
-    (``core.engine``; the built-in one when None); 400 on any problem."""
+    (``core.engine``; the built-in one when None); 400 on any problem. Reference images
+    load from ``image_dir`` (the server's ``prompts_dir``) only."""
     try:
-        return await load_prompt_data(raw, warmup, engine=engine)
+        return await load_prompt_data(raw, warmup, image_dir, engine=engine)
     except PromptError as exc:
         message, details = describe_prompt_error(exc)
         raise BadRequest(message, extra=details) from None

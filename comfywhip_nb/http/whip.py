@@ -87,7 +87,9 @@ def resource_url(request: web.Request, path: str) -> str:
     return public_base(request) + path
 
 
-async def parse_prompts_param(raw: str | None, warmup: bool = False, *, engine: Any = None) -> Any:
+async def parse_prompts_param(
+    raw: str | None, warmup: bool = False, *, engine: Any = None, image_dir: str | None = None
+) -> Any:
     """Validate a ``prompts=`` JSON value off the loop; PromptError -> 400 with node errors."""
     if raw is None or raw == "":
         return None
@@ -95,7 +97,7 @@ async def parse_prompts_param(raw: str | None, warmup: bool = False, *, engine: 
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # ValueError: also ints over 4300 digits
         raise BadRequest(f"prompts is not valid JSON: {exc}") from None
-    return await validate_prompts(data, warmup, engine=engine)
+    return await validate_prompts(data, warmup, engine=engine, image_dir=image_dir)
 
 
 # -- /whip ---------------------------------------------------------------------------------
@@ -116,7 +118,10 @@ async def post_offer(request: web.Request) -> web.Response:
     sdp = await read_body(request, core.config.max_sdp_bytes)
     channel = request.query.get("channelId") or None
     prompt = await parse_prompts_param(
-        request.query.get("prompts"), core.config.warmup, engine=core.engine
+        request.query.get("prompts"),
+        core.config.warmup,
+        engine=core.engine,
+        image_dir=core.config.prompts_dir,
     )
     session, answer, _ = await core.create_session(sdp, channel_id=channel, session_prompt=prompt)
     response = web.Response(status=201, text=answer, content_type=SDP)
