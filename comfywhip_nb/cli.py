@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8889, help="port (default 8889; 0 = any)")
     serve.add_argument("--prompts", help="ComfyUI API-format prompt JSON file (default prompt)")
+    serve.add_argument(
+        "--prompts-dir",
+        help="the only folder prompts may read files from (reference images of LoadImage)",
+    )
     serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on requests")
     serve.add_argument(
         "--ice-server",
@@ -185,6 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         comfyui=args.comfyui,
         ice_loopback=args.ice_loopback,
         public_url=args.public_url,
+        prompts_dir=args.prompts_dir,
     )
     runtime = getattr(server.engine, "runtime", None)
     if runtime is not None:
