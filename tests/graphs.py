@@ -21,6 +21,39 @@ PASSTHROUGH: dict[str, Any] = {
 
 UNKNOWN_NODE: dict[str, Any] = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
 
+
+def blend(
+    first: dict[str, Any], second: dict[str, Any], output: str = "PreviewImage"
+) -> dict[str, Any]:
+    """``first`` and ``second`` (nodes "1" and "2") into ImageBlend "normal" at factor 1, so
+    the output is exactly node 2's image: the colour says which image it was."""
+    return {
+        "1": first,
+        "2": second,
+        "3": {
+            "class_type": "ImageBlend",
+            "inputs": {
+                "image1": ["1", 0],
+                "image2": ["2", 0],
+                "blend_factor": 1.0,
+                "blend_mode": "normal",
+            },
+        },
+        "4": {"class_type": output, "inputs": {"images": ["3", 0]}},
+    }
+
+
+def reference_image(
+    live: str = "PrimaryInputLoadImage", file: str = "ref.png", output: str = "PreviewImage"
+) -> dict[str, Any]:
+    """A live input (``live``: a class name) blended with a reference ``LoadImage`` of
+    ``file``: ComfyStream's rule makes node 2 read its file, never the camera."""
+    first: dict[str, Any] = {"class_type": live, "inputs": {"image": "live.png"}}
+    if live == "LoadTensor":
+        first = {"class_type": "LoadTensor", "inputs": {}}
+    return blend(first, {"class_type": "LoadImage", "inputs": {"image": file}}, output)
+
+
 SDP = {"Content-Type": "application/sdp"}
 FRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
 JSON = {"Content-Type": "application/json"}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from graphs import blend
 
 from comfywhip_nb.prompts import NodeError, PromptError, load_prompt
 from comfywhip_nb.prompts.graph import MAX_NODES, parse_prompt
@@ -344,20 +345,10 @@ def write_png(path: Path, rgb: tuple[int, int, int] = (255, 0, 0)) -> None:
 
 
 def blend_graph(first: str, second: str) -> dict[str, Any]:
-    return {
-        "1": {"class_type": first, "inputs": {"image": "live.png"}},
-        "2": {"class_type": second, "inputs": {"image": "ref.png"}},
-        "3": {
-            "class_type": "ImageBlend",
-            "inputs": {
-                "image1": ["1", 0],
-                "image2": ["2", 0],
-                "blend_factor": 1.0,
-                "blend_mode": "normal",
-            },
-        },
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-    }
+    return blend(
+        {"class_type": first, "inputs": {"image": "live.png"}},
+        {"class_type": second, "inputs": {"image": "ref.png"}},
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,26 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from graphs import reference_image
 from PIL import Image
 
 from comfywhip_nb.server import WhipServer
-
-
-def reference_graph() -> dict[str, Any]:
-    return {
-        "1": {"class_type": "PrimaryInputLoadImage", "inputs": {"image": "live.png"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "ref.png"}},
-        "3": {
-            "class_type": "ImageBlend",
-            "inputs": {
-                "image1": ["1", 0],
-                "image2": ["2", 0],
-                "blend_factor": 1.0,
-                "blend_mode": "normal",
-            },
-        },
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-    }
 
 
 async def post_prompts(server: WhipServer, graph: dict[str, Any]) -> tuple[int, dict]:
@@ -42,14 +26,14 @@ async def post_prompts(server: WhipServer, graph: dict[str, Any]) -> tuple[int, 
 async def test_reference_image_loads_from_the_servers_prompts_dir(tmp_path: Path) -> None:
     Image.new("RGB", (6, 4), (0, 255, 0)).save(tmp_path / "ref.png")
     with WhipServer(port=0, prompts_dir=tmp_path) as server:
-        status, body = await post_prompts(server, reference_graph())
+        status, body = await post_prompts(server, reference_image())
         assert status == 200, body
         assert body["ok"] is True
 
 
 async def test_reference_image_without_a_prompts_dir_is_a_400_naming_the_node() -> None:
     with WhipServer(port=0) as server:
-        status, body = await post_prompts(server, reference_graph())
+        status, body = await post_prompts(server, reference_image())
         assert status == 400
         assert "no folder is allowed for files" in body["detail"]
         assert [(e["node_id"], e["class_type"]) for e in body["node_errors"]] == [
@@ -60,7 +44,7 @@ async def test_reference_image_without_a_prompts_dir_is_a_400_naming_the_node() 
 async def test_reference_image_outside_the_prompts_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "inside").mkdir()
     Image.new("RGB", (6, 4)).save(tmp_path / "ref.png")
-    graph = reference_graph()
+    graph = reference_image()
     graph["2"]["inputs"]["image"] = "../ref.png"
     with WhipServer(port=0, prompts_dir=tmp_path / "inside") as server:
         status, body = await post_prompts(server, graph)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from graphs import blend, reference_image
 from helpers import async_wait_until
 from PIL import Image
 
@@ -106,38 +107,15 @@ def test_only_a_lone_load_image_becomes_the_live_frame(comfy_engine: Any, comfy_
     assert torch.allclose(prompt.run(GREY).cpu(), GREY)
 
     # a primary input is the frame; the other LoadImage is a reference image from input/
-    with_reference = {
-        "1": {"class_type": "PrimaryInputLoadImage", "inputs": {"image": "whatever.png"}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "whiptest_ref.png"}},
-        "3": {
-            "class_type": "ImageBlend",
-            "inputs": {
-                "image1": ["1", 0],
-                "image2": ["2", 0],
-                "blend_factor": 1.0,
-                "blend_mode": "normal",
-            },
-        },
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-    }
+    with_reference = blend(
+        {"class_type": "PrimaryInputLoadImage", "inputs": {"image": "whatever.png"}},
+        {"class_type": "LoadImage", "inputs": {"image": "whiptest_ref.png"}},
+    )
     out = comfy_engine.load(with_reference).run(GREY).cpu()
     assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.0, 1.0]))  # the blue file
 
     # LoadTensor already there: the lone LoadImage stays a file (ComfyStream refuses this)
-    beside_tensor = {
-        "1": {"class_type": "LoadTensor", "inputs": {}},
-        "2": {"class_type": "LoadImage", "inputs": {"image": "whiptest_ref.png"}},
-        "3": {
-            "class_type": "ImageBlend",
-            "inputs": {
-                "image1": ["1", 0],
-                "image2": ["2", 0],
-                "blend_factor": 1.0,
-                "blend_mode": "normal",
-            },
-        },
-        "4": {"class_type": "SaveTensor", "inputs": {"images": ["3", 0]}},
-    }
+    beside_tensor = reference_image("LoadTensor", "whiptest_ref.png", output="SaveTensor")
     out = comfy_engine.load(beside_tensor).run(GREY).cpu()
     assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
 
