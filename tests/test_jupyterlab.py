@@ -437,6 +437,9 @@ def test_quickstart_player_plays_while_a_cell_blocks(
                 f"{inverted} ({page.evaluate(CENTRE_PIXEL_JS)}, {player()})",
             )
 
+            # the player has just switched to this publisher's stream: measure the steady
+            # state, after the browser's playout delay has settled on the new stream
+            page.wait_for_timeout(3000)
             result = page.evaluate(MEASURE_JS, ["import time; time.sleep(10)", 8.5])
             print("player during a 10 s blocking cell:", result)
             assert "busy" in result["statuses"], result  # measured while the cell ran
