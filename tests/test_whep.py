@@ -81,6 +81,8 @@ async def test_viewer_receives_inverted_frames(server: Any) -> None:
         assert "a=sendonly" in (await resp.text())
         await viewer.wait_colour(inverted(RED))
         assert whep_count(server) == 1
+        states = {info.kind: info.video_state for info in server.sessions.values()}
+        assert states == {"whip": "receiving", "whep": ""}  # a viewer waits for no keyframe
     finally:
         await viewer.close()
         await publisher.unpublish()

@@ -228,7 +228,7 @@ class Session:
 
     @property
     def video_state(self) -> str:
-        if not self.has_video:
+        if not self.has_video or not self.kind.publishes:  # a viewer receives no video
             return ""
         if self.first_frame_at is not None:
             return "receiving"
