@@ -217,8 +217,7 @@ class AudioPlayer(widgets.VBox):
         finally:
             with self._lock:
                 self._fetching = None
-            if not self._kernel.call(lambda: self._show(result)):
-                self.button.disabled = False  # the kernel is gone: nothing will render
+            self._kernel.call(lambda: self._show(result))  # False: the kernel is gone
 
     def wait(self, timeout: float = 15.0) -> bool:
         """Wait for a running fetch (tests, scripts; never from the kernel thread of a live
