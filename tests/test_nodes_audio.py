@@ -171,6 +171,10 @@ def test_filter_starts_afresh_when_the_rate_or_channels_change() -> None:
     out = node.execute(audio(stereo, 44100), "highpass", 100.0, 2)[0]["waveform"]
     fresh = audio_live.LiveAudioFilter().execute(audio(stereo, 44100), "highpass", 100.0, 2)[0]
     assert torch.equal(out, fresh["waveform"])
+    bad = node.execute(audio(stereo.clone().fill_(float("nan")), 44100), "highpass", 100.0, 2)
+    assert bad[0]["waveform"].isnan().all()  # a broken chunk does not poison the next
+    out = node.execute(audio(stereo, 44100), "highpass", 100.0, 2)[0]["waveform"]
+    assert torch.equal(out, fresh["waveform"])
     # a cutoff above Nyquist is capped, not an error
     capped = node.execute(audio(stereo, 16000), "lowpass", 24000.0, 2)[0]["waveform"]
     assert capped.shape == stereo.shape and torch.isfinite(capped).all()

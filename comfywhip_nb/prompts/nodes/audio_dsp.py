@@ -164,5 +164,6 @@ class BiquadCascade:
             yp = torch.cat([y2[:, None], y1[:, None], y], dim=1)
             new_state[:, i] = torch.stack([xp[:, -1], xp[:, -2], yp[:, -1], yp[:, -2]], dim=1)
             x = y
-        self.state = new_state
+        # a NaN or inf chunk would poison every later one: the next chunk starts afresh
+        self.state = new_state if bool(torch.isfinite(new_state).all()) else None
         return x

@@ -5,7 +5,8 @@ They run on every buffered chunk (20-500 ms), so each is cheap, keeps the chunk'
 count, device and float32 dtype, and passes the AUDIO dict's other keys through. The filter
 keeps its state in the node instance (a Prompt keeps its node objects between runs, and so
 does ComfyUI's executor), so consecutive chunks join without clicks; it starts afresh when the
-sample rate, the channel count, the device, the mode or the order changes.
+sample rate, the channel count, the device, the mode or the order changes, and after a chunk
+that held NaN or inf.
 
 The names start with ``LiveAudio``, which no ComfyUI node uses (ComfyUI 0.3.75: nothing in
 ``nodes.py``, ``comfy_extras`` or ``comfy_api_nodes`` matches ``LiveAudio``), so ComfyUI
