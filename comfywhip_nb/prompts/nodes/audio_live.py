@@ -107,6 +107,7 @@ class LiveAudioFilter:
     def __init__(self) -> None:
         self._cascade: BiquadCascade | None = None
         self._stream: tuple[Any, ...] | None = None
+        self._cutoff = 0.0
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -132,12 +133,13 @@ class LiveAudioFilter:
         if not 1 <= order <= 8:
             raise ValueError(f"order must be 1..8, got {order}")
         cutoff = min(max(float(cutoff_hz), 1.0), MAX_CUTOFF_RATIO * rate)
-        sections = butterworth(mode, cutoff, rate, order)
         stream = (rate, tuple(waveform.shape[:-1]), waveform.device, mode, order)
         if self._cascade is None or stream != self._stream:
-            self._cascade, self._stream = BiquadCascade(sections), stream
-        else:
-            self._cascade.set_sections(sections)
+            sections = butterworth(mode, cutoff, rate, order)
+            self._cascade, self._stream, self._cutoff = BiquadCascade(sections), stream, cutoff
+        elif cutoff != self._cutoff:
+            self._cascade.set_sections(butterworth(mode, cutoff, rate, order))
+            self._cutoff = cutoff
         # float64 keeps a low cutoff's long response exact; MPS has no float64
         dtype = torch.float32 if waveform.device.type == "mps" else torch.float64
         rows = waveform.reshape(-1, waveform.shape[-1]).to(dtype)
