@@ -426,13 +426,18 @@ class WhipServer:
     def add_frame_hook(self, hook: Callable[[ProcessedFrame], None]) -> Callable[[], None]:
         """Call ``hook(processed)`` for every processed frame of every session, on that
         session's worker thread (keep it short and thread-safe). Returns its remover."""
+        return self._add_hook("frame_hooks", hook)
 
-        def change(add: bool) -> None:
-            hooks = self.core.frame_hooks
-            self.core.frame_hooks = (*hooks, hook) if add else tuple(h for h in hooks if h != hook)
+    def add_audio_hook(self, hook: Callable[[str, Any], None]) -> Callable[[], None]:
+        """Call ``hook(session_id, chunk)`` for every processed audio buffer (an
+        ``AudioChunk``) of every session, on its audio worker thread. Returns its remover."""
+        return self._add_hook("audio_hooks", hook)
 
-        async def apply(add: bool) -> None:
-            change(add)
+    def _add_hook(self, attribute: str, hook: Callable[..., None]) -> Callable[[], None]:
+        async def apply(add: bool) -> None:  # the core's tuples belong to the loop
+            hooks = getattr(self.core, attribute)
+            changed = (*hooks, hook) if add else tuple(h for h in hooks if h != hook)
+            setattr(self.core, attribute, changed)
 
         self._call(apply(True))
 
@@ -441,6 +446,30 @@ class WhipServer:
                 self._call(apply(False))
 
         return remove
+
+    def latest_audio(
+        self, seconds: float = 5.0, session_id: str | None = None
+    ) -> tuple[Any, int] | None:
+        """The last ``seconds`` of processed audio of a session (default: the newest session
+        with audio) as ``(float32 ndarray [channels, samples] in -1..1, sample_rate)``;
+        ``None`` when no audio has been processed yet. ``KeyError`` for an unknown id."""
+        if seconds <= 0:
+            raise ValueError(f"seconds must be positive, got {seconds!r}")
+        if not self.running:
+            return None
+
+        async def pick() -> Any:  # the registry belongs to the loop
+            core = self.core
+            if session_id is not None:
+                session = core.sessions.get(session_id)
+                if session is None:
+                    raise KeyError(f"no session {session_id!r}")
+                return session.audio_processor
+            live = [s for s in core.sessions.values() if s.audio_processor.latest() is not None]
+            return max(live, key=lambda s: s.created_mono).audio_processor if live else None
+
+        processor = self._call(pick())
+        return None if processor is None else processor.recent(seconds)
 
     def latest_frame(self, session_id: str | None = None, kind: str = "pil") -> Any:
         """Newest processed frame of a session (default: the newest session with one).

@@ -26,7 +26,7 @@ from .rtc.ice import IceServer
 from .rtc.lifecycle import EventBus, SessionEvent, SessionEventType, SessionKind
 from .rtc.offer_checks import OfferSummary, check_offer, check_viewer_offer
 from .rtc.peer import ServerPeerConnection, is_loopback_host
-from .rtc.sessions import FrameHook, Session, SessionRegistry
+from .rtc.sessions import AudioHook, FrameHook, Session, SessionRegistry
 
 __all__ = ["PromptSwap", "ServerConfig", "WhipCore"]
 
@@ -105,6 +105,9 @@ class WhipCore:
         #: called on each session's worker thread for every processed frame (the public
         #: ``WhipServer.add_frame_hook``); replaced as a whole, never mutated in place
         self.frame_hooks: tuple[FrameHook, ...] = ()
+        #: called on each session's audio worker thread for every processed audio buffer
+        #: (``WhipServer.add_audio_hook``); replaced as a whole, never mutated in place
+        self.audio_hooks: tuple[AudioHook, ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -166,6 +169,7 @@ class WhipCore:
             remote_pwd=summary.ice_pwd,
             frame_timeout=self.config.frame_timeout,
             worker_hooks=self._frame_hooks,
+            audio_hooks=self._audio_hooks,
         )
         session.offer = summary
         if kind is SessionKind.WHEP:
@@ -266,6 +270,9 @@ class WhipCore:
     def _frame_hooks(self) -> tuple[FrameHook, ...]:
         return self.frame_hooks
 
+    def _audio_hooks(self) -> tuple[AudioHook, ...]:
+        return self.audio_hooks
+
     # -- prompts: the one place that decides what a session runs ---------------------------
     def prompt_entry(self, session: Session) -> VersionedPrompt:
         """The prompt ``session`` should run: its own, else its channel's, else the default."""
@@ -274,10 +281,14 @@ class WhipCore:
     def _apply_prompt(self, session: Session) -> None:
         entry = self.prompt_entry(session)
         session.prompt_source = entry.source
-        # paused: the version stays the recorded one, frames pass through
-        session.processor.set_prompt(
-            None if session.prompts_paused else entry.prompt, entry.version
-        )
+        # paused: the version stays the recorded one, frames and audio pass through
+        prompt = None if session.prompts_paused else entry.prompt
+        # a prompt list splits by stream: graphs ending in SaveTensor run on video, those
+        # ending in SaveAudioTensor on audio (a prompt object without the flags is video)
+        video = prompt if getattr(prompt, "has_image", True) else None
+        audio = prompt if getattr(prompt, "has_audio", False) else None
+        session.processor.set_prompt(video, entry.version)
+        session.audio_processor.set_prompt(audio, entry.version)
 
     def set_paused(self, session: Session, paused: bool) -> None:
         """Pause (passthrough) or resume a session's prompt (the ``control`` channel)."""

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import aioice.ice
+import numpy as np
 
 #: aioice's own address lookup, taken before conftest keeps ICE on loopback, for tests that
 #: need the real interfaces (network namespaces). Import test helpers from here, never from
@@ -59,3 +60,19 @@ async def make_offer(
         pc.addTransceiver(track or "audio", direction=direction)
     await pc.setLocalDescription(await pc.createOffer())
     return pc, pc.localDescription.sdp
+
+
+def tone_stats(samples: np.ndarray, rate: int) -> tuple[float, float]:
+    """``(rms, peak frequency in Hz)`` of float audio ``[channels, samples]`` or ``[samples]``
+    (channels are mixed down); the frequency is interpolated between FFT bins."""
+    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
+    mono = mono.astype(np.float64)
+    rms = float(np.sqrt(np.mean(mono**2))) if mono.size else 0.0
+    if mono.size < 16 or rms == 0.0:
+        return rms, 0.0
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
+    peak = int(np.argmax(spectrum[1:])) + 1
+    if 1 <= peak < spectrum.size - 1:  # parabolic interpolation of the peak bin
+        a, b, c = spectrum[peak - 1], spectrum[peak], spectrum[peak + 1]
+        peak += 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) else 0.0
+    return rms, peak * rate / mono.size

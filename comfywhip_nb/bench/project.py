@@ -130,10 +130,10 @@ class _Project:
         """Median ms per frame of the built-in engine and this server's on one frame,
         interleaved: for the leg's prompt (nodes + executor) and for LoadTensor -> SaveTensor
         (the executor alone: ``overhead_ms``, what ComfyUI adds to every frame)."""
-        from comfywhip_nb.pipeline.processor import _configure_torch_threads
+        from comfywhip_nb.pipeline.processor import configure_torch_threads
         from comfywhip_nb.prompts import load_prompt
 
-        _configure_torch_threads()  # as on the processor's threads
+        configure_torch_threads()  # as on the processor's threads
         passthrough = {
             "1": {"class_type": "LoadTensor", "inputs": {}},
             "2": {"class_type": "SaveTensor", "inputs": {"images": ["1", 0]}},

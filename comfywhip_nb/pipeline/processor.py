@@ -79,7 +79,7 @@ TORCH_THREADS = max(1, (_CPUS or 1) // 2)
 on 2 cores a second torch thread only steals time from the decoder (PERF_NOTES)."""
 
 
-def _configure_torch_threads() -> None:
+def configure_torch_threads() -> None:
     """Lower torch's intra-op threads for the calling thread; never raise them.
 
     Called at the start of each of our threads, not at import: with the OpenMP backend the
@@ -228,19 +228,24 @@ class _Meter:
         return [float(self.per_second.get(s, 0)) for s in range(first, current)]
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The processor stopped while a prompt was running."""
 
 
-class _PromptRunner:
-    """A daemon thread that runs prompts so the worker can stop waiting on a hung one.
+def _run_prompt(prompt: Any, image: torch.Tensor) -> tuple[Any, dict[str, float]]:
+    run_timed = getattr(prompt, "run_timed", None)
+    return run_timed(image) if run_timed else (prompt.run(image), {})
+
+
+class PromptRunner:
+    """A daemon thread that runs prompts so a worker can stop waiting on a hung one.
 
     Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one hung prompt
-    would hang the kernel's shutdown.
+    would hang the kernel's shutdown. The video and the audio worker each own one.
     """
 
     def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Any, torch.Tensor, Future[Any]] | None] = (
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
             queue.SimpleQueue()
         )
         self._pending: Future[Any] | None = None
@@ -250,15 +255,19 @@ class _PromptRunner:
         )
         self.thread.start()
 
-    def run(self, prompt: Any, image: torch.Tensor, timeout: float) -> Any:
-        """Result of ``run_timed`` (or ``(run(), {})``); raises the prompt's exception,
-        ``concurrent.futures.TimeoutError``, or ``_Stopped`` after ``close``."""
+    def call(self, job: Callable[[], Any], timeout: float) -> Any:
+        """``job()`` on the runner thread; raises its exception,
+        ``concurrent.futures.TimeoutError``, or ``Stopped`` after ``close``."""
         future: Future[Any] = Future()
         self._pending = future
         if self._closed:  # checked after publishing _pending: close() sees one or the other
-            raise _Stopped()
-        self._jobs.put((prompt, image, future))
+            raise Stopped()
+        self._jobs.put((job, future))
         return future.result(timeout)
+
+    def run(self, prompt: Any, image: torch.Tensor, timeout: float) -> Any:
+        """Result of ``run_timed`` (or ``(run(), {})``) on the runner thread."""
+        return self.call(functools.partial(_run_prompt, prompt, image), timeout)
 
     def close(self) -> None:
         """Stop taking jobs; the thread exits once the job in progress (if any) returns."""
@@ -267,21 +276,21 @@ class _PromptRunner:
         pending = self._pending
         if pending is not None:
             with contextlib.suppress(InvalidStateError):
-                pending.set_exception(_Stopped())  # unblocks a worker waiting on it
+                pending.set_exception(Stopped())  # unblocks a worker waiting on it
 
     def _loop(self) -> None:
-        _configure_torch_threads()
-        while (job := self._jobs.get()) is not None:
-            prompt, image, future = job
+        configure_torch_threads()
+        while (item := self._jobs.get()) is not None:
+            job, future = item
             try:
-                run_timed = getattr(prompt, "run_timed", None)
-                result = run_timed(image) if run_timed else (prompt.run(image), {})
+                result = job()
             except BaseException as exc:
                 with contextlib.suppress(InvalidStateError):  # abandoned after timeout/stop
                     future.set_exception(exc)
             else:
                 with contextlib.suppress(InvalidStateError):
                     future.set_result(result)
+            del job, item
 
 
 class FrameProcessor:
@@ -306,7 +315,7 @@ class FrameProcessor:
         self._mailbox: tuple[av.VideoFrame, float] | None = None
         self._quit = False
         self._thread: threading.Thread | None = None
-        self._runner: _PromptRunner | None = None
+        self._runner: PromptRunner | None = None
         self._prompt = prompt
         self._version = prompt_version
         self._generation = 0  # counts set_prompt calls (versions may repeat)
@@ -417,7 +426,7 @@ class FrameProcessor:
 
     # -- worker thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        _configure_torch_threads()
+        configure_torch_threads()
         while True:
             with self._lock:
                 self._work.wait_for(lambda: self._mailbox is not None or self._quit)
@@ -431,7 +440,7 @@ class FrameProcessor:
                 chosen = self._last_good if self._last_good is not current else None
             try:
                 self._process(frame, received_at, chosen)
-            except _Stopped:
+            except Stopped:
                 break
             except concurrent.futures.TimeoutError:
                 with self._lock:  # leave the hung helper behind; a fresh one serves next
@@ -456,8 +465,8 @@ class FrameProcessor:
         else:
             with self._lock:
                 if self._quit:
-                    raise _Stopped()
-                runner = self._runner = self._runner or _PromptRunner(self.name)
+                    raise Stopped()
+                runner = self._runner = self._runner or PromptRunner(self.name)
             result, timings = runner.run(prompt, image, self.frame_timeout)
             out = _check_output(result)
             out_frame = frames.image_to_frame(out, like=frame)

@@ -222,6 +222,27 @@ class Prompt:
         return self._device
 
     @property
+    def has_image(self) -> bool:
+        """A graph ends in SaveTensor: video frames run through this prompt."""
+        return any(graph.image_output is not None for graph in self._graphs)
+
+    @property
+    def has_audio(self) -> bool:
+        """A graph ends in SaveAudioTensor: audio runs through this prompt."""
+        return any(graph.audio_output is not None for graph in self._graphs)
+
+    @property
+    def audio_buffer_ms(self) -> float | None:
+        """The first LoadAudioTensor's ``buffer_size`` (ms): audio per run; None without one."""
+        for graph in self._graphs:
+            for node_id in sorted(graph.nodes, key=id_key):
+                node = graph.nodes[node_id]
+                if node.class_type == "LoadAudioTensor":
+                    value = node.literals.get("buffer_size", 500.0)
+                    return float(value) if isinstance(value, (int, float)) else 500.0
+        return None
+
+    @property
     def graphs(self) -> list[dict[str, Any]]:
         """The normalised API-format graphs (aliases mapped, unused inputs dropped); copies."""
         return copy.deepcopy(self._api)

@@ -3,7 +3,8 @@
 Everything here runs on the server's event loop (see ``server.py``). The only thing handed
 to other threads is a frozen ``SessionInfo`` copy. Media is consumed continuously: every
 decoded video frame goes straight into the session's ``FrameProcessor`` mailbox (O(1)), so
-aiortc's unbounded receive queue never grows; audio frames are counted and dropped.
+aiortc's unbounded receive queue never grows; every decoded audio frame goes into the
+session's ``AudioProcessor`` inbox the same way.
 """
 
 from __future__ import annotations
@@ -14,22 +15,32 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
+from ..pipeline.audio import AudioChunk, AudioProcessor, AudioStats
 from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
 from .end_reason import EndReason, SessionEnd
 from .keyframe_wait import DECODE_WARNINGS, decoder_threads
 from .lifecycle import SessionKind
 from .netstats import RtpCounters
+from .session_info import SessionInfo
 from .teardown import break_peer_cycles
 
-__all__ = ["FrameHook", "Session", "SessionInfo", "SessionRegistry", "new_resource_id"]
+__all__ = [
+    "AudioHook",
+    "FrameHook",
+    "Session",
+    "SessionInfo",
+    "SessionRegistry",
+    "new_resource_id",
+]
 
 FrameHook = Callable[[ProcessedFrame], None]
+AudioHook = Callable[[str, AudioChunk], None]
+"""``hook(session_id, chunk)`` on the audio worker thread (the benchmark's audio probe)."""
 
 logger = logging.getLogger(__name__)
 
@@ -42,75 +53,6 @@ def new_resource_id() -> str:
 def new_etag() -> str:
     """A strong entity-tag identifying one ICE session (RFC 9725 §4.3.1)."""
     return f'"{secrets.token_hex(8)}"'
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """A copy of one session's state, safe to hand to the kernel thread."""
-
-    id: str
-    kind: str
-    """``whip`` (publisher), ``whep`` (viewer) or ``offer`` (ComfyStream-style send-receive)."""
-    created_at: float
-    connection_state: str
-    has_video: bool
-    has_audio: bool
-    channel_id: str
-    prompt_source: str
-    """Where the running prompt comes from: ``session``, ``channel`` or ``default``."""
-    frames_in: int = 0
-    frames_processed: int = 0
-    frames_dropped: int = 0
-    audio_frames_in: int = 0
-    fps_in: float = 0.0
-    fps_out: float = 0.0
-    latency_ms: float = 0.0
-    latency_p95_ms: float = 0.0
-    prompt_version: int = 0
-    last_error: str | None = None
-    width: int = 0
-    height: int = 0
-    node_ms: dict[str, float] = field(default_factory=dict)
-    minute_fps: tuple[float, ...] = ()
-    video_state: str = ""
-    """``connecting``, ``waiting for keyframe``, ``receiving``; empty without video."""
-    first_frame_ms: float | None = None
-    """Milliseconds from ``connected`` to the first decoded video frame."""
-    end_reason: str | None = None
-    """Why the session ended (an ``EndReason`` value); None while it runs."""
-    end_detail: str | None = None
-    network: dict[str, int] = field(default_factory=dict)
-    """RTP packets lost, NACKs and PLIs sent, gaps skipped (``netstats.RtpCounters``)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``/whip-stats`` entry for this session."""
-        return {
-            "created_at": self.created_at,
-            "kind": self.kind,
-            "connection_state": self.connection_state,
-            "has_video": self.has_video,
-            "has_audio": self.has_audio,
-            "channel_id": self.channel_id,
-            "prompt_source": self.prompt_source,
-            "frames_in": self.frames_in,
-            "frames_processed": self.frames_processed,
-            "frames_dropped": self.frames_dropped,
-            "audio_frames_in": self.audio_frames_in,
-            "fps_in": round(self.fps_in, 2),
-            "fps_out": round(self.fps_out, 2),
-            "latency_ms": round(self.latency_ms, 2),
-            "latency_p95_ms": round(self.latency_p95_ms, 2),
-            "prompt_version": self.prompt_version,
-            "last_error": self.last_error,
-            "width": self.width,
-            "height": self.height,
-            "node_ms": {k: round(v, 3) for k, v in self.node_ms.items()},
-            "video_state": self.video_state,
-            "first_frame_ms": None if self.first_frame_ms is None else round(self.first_frame_ms),
-            "end_reason": self.end_reason,
-            "end_detail": self.end_detail,
-            **self.network,
-        }
 
 
 class Session:
@@ -133,6 +75,7 @@ class Session:
         remote_pwd: str | None = None,
         frame_timeout: float = 2.0,
         worker_hooks: Callable[[], tuple[FrameHook, ...]] | None = None,
+        audio_hooks: Callable[[], tuple[AudioHook, ...]] | None = None,
     ) -> None:
         self.id = new_resource_id()
         self.pc = pc
@@ -145,7 +88,6 @@ class Session:
         self.remote_pwd = remote_pwd
         self.has_video = False
         self.has_audio = False
-        self.audio_frames_in = 0
         self.last_media_at: float | None = None
         self.connected_at: float | None = None
         self.first_frame_at: float | None = None
@@ -162,9 +104,14 @@ class Session:
         self.closed = False
         self.loop = asyncio.get_running_loop()
         self._worker_hooks = worker_hooks
+        self._audio_hooks = audio_hooks
         self._frame_subscribers: list[FrameHook] = []
+        self._audio_subscribers: list[Callable[[AudioChunk], None]] = []
         self.processor = FrameProcessor(
             self.id[:8], frame_timeout=frame_timeout, on_processed=self._on_worker_frame
+        )
+        self.audio_processor = AudioProcessor(
+            self.id[:8], frame_timeout=frame_timeout, on_processed=self._on_worker_audio
         )
         self.rtp = RtpCounters()
         self._tasks: list[asyncio.Task[None]] = []
@@ -212,6 +159,41 @@ class Session:
     @property
     def frame_subscribers(self) -> int:
         return len(self._frame_subscribers)
+
+    # -- processed audio: the same single crossing, per buffer -----------------------------
+    def _on_worker_audio(self, chunk: AudioChunk) -> None:
+        """Audio worker thread: the server's audio hooks, then one hand-over to the loop."""
+        hooks = self._audio_hooks() if self._audio_hooks is not None else ()
+        for hook in hooks:
+            try:
+                hook(self.id, chunk)
+            except Exception:
+                logger.exception("WHIP: %s audio hook failed", self.id[:8])
+        if self._audio_subscribers and not self.closed:
+            with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
+                self.loop.call_soon_threadsafe(self._deliver_audio, chunk)
+
+    def _deliver_audio(self, chunk: AudioChunk) -> None:
+        for subscriber in list(self._audio_subscribers):
+            try:
+                subscriber(chunk)
+            except Exception:
+                logger.exception("WHIP: %s audio subscriber failed", self.id[:8])
+
+    def subscribe_audio(self, subscriber: Callable[[AudioChunk], None]) -> Callable[[], None]:
+        """Call ``subscriber(chunk)`` on the loop for each processed audio buffer; returns
+        the function that ends the subscription (closing the session ends it too)."""
+        self._audio_subscribers.append(subscriber)
+
+        def cancel() -> None:
+            with contextlib.suppress(ValueError):
+                self._audio_subscribers.remove(subscriber)
+
+        return cancel
+
+    @property
+    def audio_subscribers(self) -> int:
+        return len(self._audio_subscribers)
 
     def send(self, track: MediaStreamTrack) -> None:
         """Add a track this session sends back; it is stopped when the session closes."""
@@ -262,6 +244,7 @@ class Session:
             task = asyncio.ensure_future(self._consume_video(track))
         else:
             self.has_audio = True
+            self.audio_processor.start()
             task = asyncio.ensure_future(self._consume_audio(track))
         self._tasks.append(task)
 
@@ -283,14 +266,16 @@ class Session:
             self.log(logging.INFO, "first video frame %.0f ms after connecting", since * 1000)
 
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
+        submit = self.audio_processor.submit
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:
-                await track.recv()
+                frame = await track.recv()
                 self.last_media_at = time.monotonic()
-                self.audio_frames_in += 1
+                submit(frame)
 
     def info(self) -> SessionInfo:
         stats: ProcessingStats = self.processor.stats()
+        audio: AudioStats = self.audio_processor.stats()
         return SessionInfo(
             id=self.id,
             kind=self.kind.value,
@@ -303,7 +288,16 @@ class Session:
             frames_in=stats.frames_in,
             frames_processed=stats.frames_processed,
             frames_dropped=stats.frames_dropped,
-            audio_frames_in=self.audio_frames_in,
+            audio_frames_in=audio.frames_in,
+            audio_frames_out=audio.frames_out,
+            audio_buffers_dropped=audio.buffers_dropped,
+            audio_latency_ms=audio.latency_ms,
+            audio_latency_p95_ms=audio.latency_p95_ms,
+            audio_level_in_db=audio.level_in_db,
+            audio_level_out_db=audio.level_out_db,
+            audio_buffer_ms=audio.buffer_ms,
+            audio_sample_rate=audio.sample_rate,
+            audio_last_error=audio.last_error,
             fps_in=stats.fps_in,
             fps_out=stats.fps_out,
             latency_ms=stats.latency_ms,
@@ -343,18 +337,25 @@ class Session:
             with contextlib.suppress(BaseException):
                 await task
         # joining the torch worker may take up to one frame: never on the event loop
-        await asyncio.get_running_loop().run_in_executor(None, self.processor.stop)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            loop.run_in_executor(None, self.processor.stop),
+            loop.run_in_executor(None, self.audio_processor.stop),
+        )
 
     def release(self) -> None:
         """Drop every reference a closed session holds (frames, tracks, tasks, subscribers,
         aiortc's handlers) so that it and its peer connection are freed by reference
         counting, without waiting for the cycle collector (see ``rtc/teardown.py``)."""
         self._frame_subscribers.clear()
+        self._audio_subscribers.clear()
+        self._audio_hooks = None
         self._tasks.clear()
         self._outgoing.clear()
         self._worker_hooks = None
         self.session_prompt = None
         self.processor.release()
+        self.audio_processor.release()
         break_peer_cycles(self.pc)
 
 

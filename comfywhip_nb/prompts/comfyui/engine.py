@@ -171,17 +171,26 @@ class _Graph:
         audio = sorted((i for i, c in self.class_types.items() if c == "SaveAudioTensor"), key=_key)
         self.image_output = saves[0] if saves else None
         self.audio_output = audio[0] if audio else None
+        # one graph may carry both streams: a video run executes every output but the
+        # audio ones, an audio run only the SaveAudioTensor (as the built-in engine does)
+        self.stream_outputs = {
+            "image": [o for o in outputs if self.class_types.get(o) != "SaveAudioTensor"]
+            if self.image_output is not None
+            else [],
+            "audio": [self.audio_output] if self.audio_output is not None else [],
+        }
         prefix = f"prompt[{index}]/" if index is not None else ""
         self.executor = _executor_class()(self.class_types, prefix, cuda)
 
-    def run(self, io: LiveIO, timings: dict[str, float] | None) -> None:
+    def run(self, io: LiveIO, timings: dict[str, float] | None, kind: str = "image") -> None:
         # fresh node dicts each run: ComfyUI writes each node's IS_CHANGED result into them
         prompt = {node_id: dict(node) for node_id, node in self.api.items()}
         executor = self.executor
         executor.timings, executor.failure = timings, None
         token = current_io.set(io)
         try:
-            run_sync(executor.execute_async(prompt, f"comfywhip-{next(_ids)}", {}, self.outputs))
+            outputs = self.stream_outputs[kind]
+            run_sync(executor.execute_async(prompt, f"comfywhip-{next(_ids)}", {}, outputs))
         finally:
             current_io.reset(token)
             executor.timings = None
@@ -232,7 +241,30 @@ class ComfyUIPrompt:
                 out[f"{executor.prefix}{node_id}:{graph.class_types.get(node_id, '?')}"] = count
         return out
 
-    def _run(self, io_in: dict[str, Any], timings: dict[str, float] | None) -> LiveIO:
+    @property
+    def has_image(self) -> bool:
+        """A graph ends in SaveTensor: video frames run through this prompt."""
+        return any(g.image_output is not None for g in self._graphs)
+
+    @property
+    def has_audio(self) -> bool:
+        """A graph ends in SaveAudioTensor: audio runs through this prompt."""
+        return any(g.audio_output is not None for g in self._graphs)
+
+    @property
+    def audio_buffer_ms(self) -> float | None:
+        """The first LoadAudioTensor's ``buffer_size`` (ms); None without one."""
+        for graph in self._graphs:
+            for node_id in sorted(graph.api, key=_key):
+                node = graph.api[node_id]
+                if node.get("class_type") == "LoadAudioTensor":
+                    value = node.get("inputs", {}).get("buffer_size", 500.0)
+                    return float(value) if isinstance(value, (int, float)) else 500.0
+        return None
+
+    def _run(
+        self, io_in: dict[str, Any], timings: dict[str, float] | None, kind: str = "image"
+    ) -> LiveIO:
         if not _RUN_LOCK.acquire(timeout=RUN_LOCK_TIMEOUT_S):
             raise RuntimeError(
                 f"ComfyUI stayed busy for {RUN_LOCK_TIMEOUT_S:g} s (a node in another prompt "
@@ -240,8 +272,10 @@ class ComfyUIPrompt:
             )
         try:
             for graph in self._graphs:
+                if not graph.stream_outputs[kind]:
+                    continue  # this graph carries the other stream only
                 io = LiveIO(**io_in)
-                graph.run(io, timings)
+                graph.run(io, timings, kind)
                 if graph.image_output is not None:
                     io_in["image"] = io.images_out.get(graph.image_output, io_in.get("image"))
                 if graph.audio_output is not None:
@@ -272,7 +306,8 @@ class ComfyUIPrompt:
         waveform = audio.get("waveform") if isinstance(audio, dict) else None
         if not isinstance(waveform, torch.Tensor):
             raise TypeError("audio must be a dict {'waveform': tensor, 'sample_rate': int}")
-        out = self._run({"audio": {**audio, "waveform": waveform.to(self._device)}}, None).audio
+        moved = {**audio, "waveform": waveform.to(self._device)}
+        out = self._run({"audio": moved}, None, "audio").audio
         assert out is not None
         return {**out, "waveform": out["waveform"].to(waveform.device)}
 
