@@ -130,42 +130,18 @@ AUDIO_NODES = (
 )
 
 
-def _no_resample(*args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError(
-        "torchaudio is not installed in this venv (there is no build of it for this torch), "
-        "so ComfyUI's resampling cannot run here"
-    )
-
-
 def comfyui_audio_nodes() -> dict[str, type]:
-    """ComfyUI's own ``nodes_audio.py`` classes, loaded into the ComfyUI of this process (and
-    so into the ComfyUI engine too); skips the test when ComfyUI is unavailable.
+    """ComfyUI's own ``nodes_audio.py`` classes (it imports torchaudio, which
+    ``scripts/get-comfyui.sh`` installs); skips the test when they cannot be loaded."""
+    import pytest
 
-    That module imports torchaudio at its top but only calls ``torchaudio.functional.resample``
-    (to match two sample rates). The test venv has no torchaudio (none is built for its torch),
-    so ComfyUI's start-up skips the module; without torchaudio, an empty stand-in is put in
-    ``sys.modules`` just while the module is imported, with a ``resample`` that raises: every
-    line that runs is ComfyUI's own, and a test that needs resampling fails loudly.
-    """
     comfyui_nodes()
+    if importlib.util.find_spec("torchaudio") is None:
+        pytest.skip("torchaudio is not installed here: run scripts/get-comfyui.sh again")
     import nodes  # ComfyUI's
 
     if not all(name in nodes.NODE_CLASS_MAPPINGS for name in AUDIO_NODES):
-        import types
-
-        stand_in = None
-        if importlib.util.find_spec("torchaudio") is None:
-            stand_in = types.ModuleType("torchaudio")
-            stand_in.functional = types.SimpleNamespace(resample=_no_resample)  # type: ignore[attr-defined]
-            sys.modules["torchaudio"] = stand_in
-        try:
-            path = comfyui_tree() / "comfy_extras" / "nodes_audio.py"
-            loaded = asyncio.run(nodes.load_custom_node(str(path), set(), "comfy_extras"))
-        finally:
-            if stand_in is not None and sys.modules.get("torchaudio") is stand_in:
-                del sys.modules["torchaudio"]
-        if not loaded:
-            import pytest
-
+        path = comfyui_tree() / "comfy_extras" / "nodes_audio.py"
+        if not asyncio.run(nodes.load_custom_node(str(path), set(), "comfy_extras")):
             pytest.skip("ComfyUI could not load comfy_extras/nodes_audio.py")
     return {name: nodes.NODE_CLASS_MAPPINGS[name] for name in AUDIO_NODES}

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import parity_support
 
 from comfywhip_nb.prompts.nodes import BUILTIN_DISPLAY_NAMES, BUILTIN_NODES, audio_live
+from comfywhip_nb.prompts.nodes.audio_dsp import resample
 from comfywhip_nb.prompts.registry import entry_kind
 
 pytestmark = pytest.mark.timeout(240)
@@ -32,11 +33,18 @@ def one(channels: int = 2, samples: int = 800, rate: int = 8000) -> Inputs:
     return lambda g: {"audio": {"waveform": wave(g, channels, samples), "sample_rate": rate}}
 
 
-def two(c1: int = 2, n1: int = 800, c2: int = 2, n2: int = 800, scale: float = 1.0) -> Inputs:
+def two(
+    c1: int = 2,
+    n1: int = 800,
+    c2: int = 2,
+    n2: int = 800,
+    scale: float = 1.0,
+    rates: tuple[int, int] = (RATE, RATE),
+) -> Inputs:
     def make(g: torch.Generator) -> dict[str, Any]:
         return {
-            "audio1": {"waveform": wave(g, c1, n1) * scale, "sample_rate": RATE},
-            "audio2": {"waveform": wave(g, c2, n2) * scale, "sample_rate": RATE},
+            "audio1": {"waveform": wave(g, c1, n1) * scale, "sample_rate": rates[0]},
+            "audio2": {"waveform": wave(g, c2, n2) * scale, "sample_rate": rates[1]},
         }
 
     return make
@@ -46,8 +54,7 @@ def nothing(g: torch.Generator) -> dict[str, Any]:
     return {}
 
 
-#: (widgets, inputs) per node; all at one sample rate: resampling needs torchaudio, which the
-#: test venv lacks (parity_support.comfyui_audio_nodes).
+#: (widgets, inputs) per node; two rates: ComfyUI resamples with torchaudio, we with our own.
 CASES: dict[str, list[tuple[dict[str, Any], Inputs]]] = {
     "TrimAudioDuration": [
         ({"start_index": 0.0, "duration": 60.0}, one()),
@@ -60,11 +67,15 @@ CASES: dict[str, list[tuple[dict[str, Any], Inputs]]] = {
     "AudioConcat": [
         ({"direction": "after"}, two(1, 300, 2, 500)),
         ({"direction": "before"}, two(2, 700, 1, 100)),
+        ({"direction": "after"}, two(1, 441, 2, 480, rates=(44100, RATE))),
+        ({"direction": "before"}, two(2, 900, 2, 300, rates=(RATE, 16000))),
     ],
     "AudioMerge": [
         *[({"merge_method": m}, two(n2=500)) for m in ["add", "mean", "subtract", "multiply"]],
         ({"merge_method": "add"}, two(1, 400, 1, 900)),
         ({"merge_method": "mean"}, two(2, 900, 1, 400, scale=3.0)),
+        ({"merge_method": "add"}, two(2, 960, 2, 882, rates=(RATE, 44100))),
+        ({"merge_method": "subtract"}, two(1, 300, 1, 960, rates=(16000, RATE))),
     ],
     "AudioAdjustVolume": [({"volume": v}, one()) for v in [1, 0, 6, -100, 100]],
     "EmptyAudio": [
@@ -142,6 +153,15 @@ def test_results_match(comfy_audio: dict[str, type], name: str, index: int) -> N
         assert torch.allclose(a["waveform"], b["waveform"], atol=1e-6), f"{name} {widgets}"
 
 
+@pytest.mark.parametrize(("orig", "new"), [(44100, 48000), (48000, 44100), (8000, 48000)])
+def test_resampler_matches_torchaudio(orig: int, new: int) -> None:
+    import torchaudio
+
+    x = wave(torch.Generator().manual_seed(orig), 2, 1237)
+    expected = torchaudio.functional.resample(x, orig, new)
+    assert torch.allclose(resample(x, orig, new), expected, atol=1e-5)
+
+
 def audio_graph(*middle: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     nodes: dict[str, Any] = {
         "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": 20.0}}
@@ -160,8 +180,8 @@ def test_comfyui_engine_runs_comfyuis_adjust_volume(
 ) -> None:
     import nodes  # ComfyUI's, as the engine sees it
 
-    assert nodes.NODE_CLASS_MAPPINGS["AudioAdjustVolume"] is comfy_audio["AudioAdjustVolume"]
-    assert comfy_audio["AudioAdjustVolume"] is not BUILTIN_NODES["AudioAdjustVolume"]
+    used = nodes.NODE_CLASS_MAPPINGS["AudioAdjustVolume"]  # ComfyUI's start-up loaded it
+    assert "nodes_audio" in used.__module__ and used is not BUILTIN_NODES["AudioAdjustVolume"]
     prompt = comfy_engine.load(audio_graph(("AudioAdjustVolume", {"volume": 6})))
     t = torch.arange(960) / RATE
     chunk = {
