@@ -5,14 +5,18 @@ sample indices ComfyUI's formulas give. (ComfyUI's own classes: tests/comfyui/te
 
 from __future__ import annotations
 
+import fractions
 import itertools
 import math
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import torch
+from helpers import wait_until
 
+from comfywhip_nb.pipeline.audio import AudioProcessor
 from comfywhip_nb.prompts import PromptError, load_prompt, node_catalogue
 from comfywhip_nb.prompts.nodes import BUILTIN_NODES, audio_core, audio_live
 from comfywhip_nb.prompts.nodes.audio_dsp import butterworth, resample
@@ -256,9 +260,9 @@ def test_resample_keeps_a_sine() -> None:
         resample(x, 44101, 48000)
 
 
-def graph(*middle: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+def graph(*middle: tuple[str, dict[str, Any]], buffer_ms: float = 20.0) -> dict[str, Any]:
     nodes: dict[str, Any] = {
-        "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": 20.0}}
+        "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": buffer_ms}}
     }
     for i, (class_type, inputs) in enumerate(middle, start=2):
         nodes[str(i)] = {"class_type": class_type, "inputs": {"audio": [str(i - 1), 0], **inputs}}
@@ -295,3 +299,35 @@ def test_prompt_keeps_filter_state_between_chunks() -> None:
     )
     expected = -run_filter(x, "lowpass", 500.0, 4) * 10 ** (-6 / 20)
     assert torch.allclose(chunked, expected, atol=1e-5)
+
+
+def test_audio_processor_filters_a_stream_without_seams() -> None:
+    """The session's audio worker: 20 ms s16 frames in, 100 ms buffers through the filter; the
+    buffers join as the whole signal filtered at once (a reset would leave a transient). One
+    buffer's frames at a time, so the worker never falls behind and drops one."""
+    frames, samples, per_buffer = 50, 960, 5
+    t = np.arange(frames * samples) / RATE
+    ints = (np.sin(2 * np.pi * 440 * t) * 0.5 * 32767).astype(np.int16)
+    chunks: list[Any] = []
+    processor = AudioProcessor("nodes", frame_timeout=5.0, on_processed=chunks.append)
+    steps = ("LiveAudioFilter", {"mode": "lowpass", "cutoff_hz": 1000.0, "order": 2})
+    processor.set_prompt(load_prompt(graph(steps, buffer_ms=100.0), device="cpu"), 1)
+    processor.start()
+    try:
+        for i in range(frames):
+            part = ints[i * samples : (i + 1) * samples]
+            frame = av.AudioFrame.from_ndarray(np.repeat(part, 2)[None], "s16", "stereo")
+            frame.sample_rate, frame.time_base = RATE, fractions.Fraction(1, RATE)
+            frame.pts = i * samples
+            processor.submit(frame)
+            if (i + 1) % per_buffer == 0:
+                done = (i + 1) // per_buffer
+                wait_until(lambda done=done: processor.stats().buffers_processed >= done, 30)
+    finally:
+        processor.stop()
+    assert processor.stats().buffers_dropped == 0 and processor.stats().last_error is None
+    out = np.concatenate([c.samples for c in chunks], axis=1)
+    x = torch.from_numpy(ints.astype(np.float32) / 32768)[None, None]
+    expected = run_filter(x, "lowpass", 1000.0, 2)[0].numpy()
+    assert out.shape == expected.shape == (1, frames * samples)
+    assert np.abs(out - expected).max() < 1e-4
