@@ -5,8 +5,8 @@ Starts a ``WhipServer`` on a free loopback port, publishes the built-in test pat
 decode -> prompt), runs a default prompt, hot-swaps a second one half way, and writes
 processed PNGs, a stats timeline (JSON) and an fps/latency plot into the output folder. Each
 prompt is a list of two graphs, as in ComfyStream: one on video, one on audio
-(``LoadAudioTensor`` buffers 40 ms, ``SaveAudioTensor`` sends them on), so the summary shows
-the audio path too.
+(``LoadAudioTensor`` buffers 40 ms, ``SaveAudioTensor`` sends them on; the second prompt's
+audio graph lowers the tone by 6 dB), so the summary shows the audio path too.
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUDIO_PROMPT", "FIRST_PROMPT", "SECOND_PROMPT", "run_demo"]
+__all__ = ["AUDIO_GAIN", "AUDIO_PROMPT", "FIRST_PROMPT", "SECOND_PROMPT", "run_demo"]
 
-#: the audio graph: 40 ms buffers of the tone through the audio path (ComfyUI API format)
+#: the audio graphs: 40 ms buffers of the tone through the audio path (ComfyUI API format)
 AUDIO_PROMPT: dict[str, Any] = {
     "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": 40.0}},
     "2": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["1", 0]}},
+}
+AUDIO_GAIN: dict[str, Any] = {
+    "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": 40.0}},
+    "2": {"class_type": "LiveAudioGain", "inputs": {"audio": ["1", 0], "gain_db": -6.0}},
+    "3": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["2", 0]}},
 }
 #: ComfyUI API format, as "Save (API Format)" writes it
 VIDEO_INVERT: dict[str, Any] = {
@@ -40,7 +45,7 @@ VIDEO_BLUR_FLIP: dict[str, Any] = {
     "4": {"class_type": "SaveTensor", "inputs": {"images": ["3", 0]}},
 }
 FIRST_PROMPT: list[dict[str, Any]] = [VIDEO_INVERT, AUDIO_PROMPT]
-SECOND_PROMPT: list[dict[str, Any]] = [VIDEO_BLUR_FLIP, AUDIO_PROMPT]
+SECOND_PROMPT: list[dict[str, Any]] = [VIDEO_BLUR_FLIP, AUDIO_GAIN]
 
 
 def _plot(timeline: list[dict[str, Any]], swap_at: float, path: Path) -> None:

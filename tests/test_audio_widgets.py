@@ -25,9 +25,10 @@ VIDEO = {
     "1": {"class_type": "LoadTensor", "inputs": {}},
     "2": {"class_type": "SaveTensor", "inputs": {"images": ["1", 0]}},
 }
-AUDIO = {
+AUDIO = {  # the tone 6 dB down, 40 ms at a time
     "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": 40.0}},
-    "2": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["1", 0]}},
+    "2": {"class_type": "LiveAudioGain", "inputs": {"audio": ["1", 0], "gain_db": -6.0}},
+    "3": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["2", 0]}},
 }
 
 
@@ -99,6 +100,7 @@ async def test_dashboard_meters_and_player_with_a_real_tone(audio_server: WhipSe
         await async_wait_until(moving, timeout=15)
         info = server.sessions[session_id]
         assert info.audio_level_in_db > -50 and info.audio_level_out_db > -50  # off -120 dB
+        assert meters.level_out.value < meters.level_in.value - 3  # the graph's -6 dB
         await async_wait_until(lambda: "40 ms buffer" in meters.stats.value, timeout=5)
         assert "buffers dropped" in meters.stats.value and "p50/p95" in meters.stats.value
         assert " dB / " in meters.numbers.value
@@ -119,6 +121,7 @@ async def test_dashboard_meters_and_player_with_a_real_tone(audio_server: WhipSe
         rms, freq = tone_stats(samples, rate)
         assert abs(freq - 440) < 5  # SineAudioTrack's tone, through Opus and the graph
         assert abs(20 * np.log10(rms) - player.clip.level_db) < 0.5
+        assert abs(player.clip.level_db - server.sessions[session_id].audio_level_out_db) < 3
         assert "48000 Hz" in player.status.value and "1 ch" in player.status.value
         assert player.audio.layout.display == "flex"
 
