@@ -101,7 +101,7 @@ class WhipCore:
         self.ended = EndedSessions()
         self.started_at = time.time()
         self._reaper: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[bool]] = set()
+        self._closing: set[asyncio.Future[Any]] = set()
         #: called on each session's worker thread for every processed frame (the public
         #: ``WhipServer.add_frame_hook``); replaced as a whole, never mutated in place
         self.frame_hooks: tuple[FrameHook, ...] = ()
@@ -245,7 +245,13 @@ class WhipCore:
             return False
         session.record_end(end)
         self.ended.add(session.id, session.kind, session.end or end, session.info())
-        await self._end(session, end)
+        # its own task, known to ``shutdown``: a close started by a peer's state change or a
+        # DELETE is awaited there too (else a stopping server could leave the session's
+        # worker threads running), and a cancelled caller does not abort it halfway
+        closing = asyncio.ensure_future(self._end(session, end))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
         return True
 
     def close_session_soon(self, session_id: str, end: SessionEnd) -> None:

@@ -181,6 +181,8 @@ class AudioProcessor:
         for thread in (self._thread, runner.thread if runner is not None else None):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    logger.warning("%s %s still running after stop", self._tag, thread.name)
 
     def release(self) -> None:
         """After ``stop``: drop frames, audio, the prompt and the callback."""
