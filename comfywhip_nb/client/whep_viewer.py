@@ -8,7 +8,8 @@ the newest video frame in ``latest`` and a count in ``frames``, and the last ``k
 of received audio (``audio_samples``, float32 ``[channels, samples]``) with a count in
 ``audio_frames``. ``on_frame(frame, arrival)`` sees every frame with its monotonic arrival
 time (the sync test times flashes and beeps with it). ``delete`` ends the resource (DELETE;
-the status is returned), ``close`` closes the peer connection and the HTTP session. Used by the tests and ``benchmarks/whep_viewers.py``.
+the status is returned), ``close`` closes the peer connection and the HTTP session. Used by
+the tests and ``benchmarks/whep_viewers.py``.
 """
 
 from __future__ import annotations
