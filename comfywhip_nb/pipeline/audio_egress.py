@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
@@ -90,7 +91,7 @@ class SharedAudioEncoder:
         self.next_pts: int | None = None
         self._ctx: Any = None
         self._resampler: av.AudioResampler | None = None
-        self._input: tuple[int, str] | None = None
+        self._input: int | None = None
         # loop side
         self.pending: deque[AudioChunk] = deque()
         self.task: asyncio.Task[None] | None = None
@@ -125,13 +126,13 @@ class SharedAudioEncoder:
         started = time.perf_counter()
         if self._start_pts(chunk) is None:
             return []
-        layout = "stereo" if chunk.channels >= 2 else "mono"
-        if self._ctx is None or self._input != (chunk.sample_rate, layout):
-            self._open()  # a new input format: a fresh resampler (and encoder state)
-            self._input = (chunk.sample_rate, layout)
+        samples = _to_layout(chunk.samples, self.layout)
+        if self._ctx is None or self._input != chunk.sample_rate:
+            self._open()  # a new input rate: a fresh resampler (and encoder state)
+            self._input = chunk.sample_rate
         assert self._resampler is not None
         packets: list[av.Packet] = []
-        for frame in array_to_frames(chunk.samples, chunk.sample_rate, 0, chunk.samples.shape[1]):
+        for frame in array_to_frames(samples, chunk.sample_rate, 0, samples.shape[1]):
             frame.pts = None  # the resampler re-times; packets are stamped below
             for resampled in self._resampler.resample(frame):
                 packets += self._ctx.encode(resampled)
@@ -142,6 +143,19 @@ class SharedAudioEncoder:
         self.chunks_encoded += 1
         self.encode_seconds += time.perf_counter() - started
         return packets
+
+
+def _to_layout(samples: np.ndarray, layout: str) -> np.ndarray:
+    """``samples`` with the codec's channels, at the same level: mono is copied to both
+    sides (swresample's upmix would cost 3 dB), stereo or more is averaged to mono."""
+    channels = samples.shape[0]
+    if layout == "stereo":
+        if channels == 1:
+            return np.repeat(samples, 2, axis=0)
+        return (
+            samples if channels == 2 else np.stack([samples[0::2].mean(0), samples[1::2].mean(0)])
+        )
+    return samples if channels == 1 else samples.mean(axis=0, keepdims=True)
 
 
 class AudioFeed:
