@@ -308,7 +308,7 @@ class OnsetTimer:
         return out
 
 
-async def measure_sync(server: WhipServer, flashes: int = 6) -> list[float]:
+async def measure_sync(server: WhipServer, flashes: int = 8) -> list[float]:
     clip = FlashBeepClip(160, 120, 30, period=1.0, length=0.2)
     publisher = await Publisher(server.whip_url, clip.video, clip.audio).start()
     timer = OnsetTimer()

@@ -12,7 +12,7 @@ Flow (one ``AudioFeed`` per video ``Feed``, i.e. per watched channel or session)
 What the viewers hear: the processor's chunks, which are the audio prompt's output when one
 runs and the publisher's own audio (its channels, one input frame per chunk) when none does.
 Audio is never "newest wins" like video: each chunk is encoded, and a track whose sender
-falls more than ``TRACK_QUEUE_S`` behind loses its oldest packets.
+falls more than ``TRACK_QUEUE_S`` behind loses its oldest packets (bounded latency).
 
 Timestamps: each encoder stamps its packets on a continuous clock at the codec's RTP rate
 (Opus 48 kHz, G.711 8 kHz) anchored to the feed's ``PtsClock.t0``, the origin of its video
@@ -66,8 +66,10 @@ SLACK_S = 0.25
 """How far a chunk's anchor may be from the running clock before it jumps or drops."""
 PENDING_S = 2.0
 """Chunks waiting for an encoder beyond this much audio: the oldest are dropped."""
-TRACK_QUEUE_S = 2.0
-"""Packets waiting for a sender beyond this much audio: the oldest are dropped."""
+TRACK_QUEUE_S = 0.2
+"""Packets waiting for a sender beyond this much audio (or twice the newest chunk, for
+long buffers) are dropped, oldest first: a sender that falls behind (the loop was busy)
+never lets its audio lag the video, which always sends the newest frame."""
 
 
 class SharedAudioEncoder:
@@ -162,7 +164,9 @@ class AudioFeed:
     """The processed audio of one video ``Feed``'s source for all of its audio tracks."""
 
     def __init__(self, feed: Feed) -> None:
-        self.feed = feed
+        self.feed: Feed | None = feed
+        """The video feed; None once closed (no cycle left for the collector)."""
+        self.t0 = feed.clock.t0
         self.tracks: set[ProcessedAudioTrack] = set()
         self.encoders: dict[str, SharedAudioEncoder] = {}
         self.source: Session | None = None
@@ -218,7 +222,7 @@ class AudioFeed:
     def subscribe(self, track: ProcessedAudioTrack) -> None:
         """Start delivering to ``track`` (at its first ``recv``, when its codec is known)."""
         if track.codec is not None and track.codec not in self.encoders:
-            self.encoders[track.codec] = SharedAudioEncoder(track.codec, self.feed.clock.t0)
+            self.encoders[track.codec] = SharedAudioEncoder(track.codec, self.t0)
         if self._cancel is None:
             self.follow(self.source)
 
@@ -229,7 +233,8 @@ class AudioFeed:
             self.encoders.pop(codec).pending.clear()  # a running pump finishes its chunk
         if not self.tracks:
             self._detach()
-        self.feed.track_removed()
+        if self.feed is not None:
+            self.feed.track_removed()
 
     def end(self) -> None:
         for track in list(self.tracks):
@@ -241,7 +246,7 @@ class AudioFeed:
             return
         self.closed = True
         self._detach()
-        self.source = None
+        self.source = self.feed = None
         for encoder in self.encoders.values():
             encoder.pending.clear()
 
@@ -272,15 +277,15 @@ class ProcessedAudioTrack(MediaStreamTrack):
         self._queue: deque[av.Packet] = deque()
         self._wake = asyncio.Event()
         feed.tracks.add(self)
-        fixed = feed.feed.fixed
-        if feed.closed or feed.feed.closed or (fixed is not None and fixed.closed):
+        fixed = feed.feed.fixed if feed.feed is not None else None
+        if feed.closed or (fixed is not None and fixed.closed):
             self.stop()
 
     def offer_packets(self, packets: list[av.Packet]) -> None:
         if not packets or self.readyState != "live":
             return
         self._queue.extend(packets)
-        limit = max(1, round(TRACK_QUEUE_S * 50))  # 20 ms packets
+        limit = max(round(TRACK_QUEUE_S * 50), 2 * len(packets))  # 20 ms packets
         while len(self._queue) > limit:
             self._queue.popleft()
             self.packets_dropped += 1
