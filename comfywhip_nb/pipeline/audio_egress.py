@@ -19,7 +19,8 @@ Timestamps: each encoder stamps its packets on a continuous clock at the codec's
 pts, through each chunk's ``received_at`` (monotonic time its first input frame arrived). Within
 ``SLACK_S`` of that anchor the clock simply runs on (gapless RTP time across chunks); further
 behind (a publisher switch, buffers dropped upstream) it jumps ahead, leaving a gap; further
-ahead (a burst after a stall) the chunk is dropped, so latency never drifts. aiortc adds a
+ahead (a burst after a stall) the chunk is dropped, so latency never drifts. So is a chunk
+that waited more than ``STALE_S`` for its encoder (a busy loop or executor). aiortc adds a
 random offset per sender, so it is RTCP sender reports that tie audio to video time at a
 receiver; both clocks run on monotonic time, so those reports agree.
 
@@ -64,8 +65,9 @@ AUDIO_CODECS: dict[str, tuple[str, int, str, int]] = {
 OPUS_BITRATE = 96000  # aiortc's own (codecs/opus.py)
 SLACK_S = 0.25
 """How far a chunk's anchor may be from the running clock before it jumps or drops."""
-PENDING_S = 2.0
-"""Chunks waiting for an encoder beyond this much audio: the oldest are dropped."""
+STALE_S = 0.3
+"""A chunk that waited longer than this (after processing) for its encoder is dropped: a
+busy loop or executor must not leave audio behind the video, which sends its newest frame."""
 TRACK_QUEUE_S = 0.2
 """Packets waiting for a sender beyond this much audio (or twice the newest chunk, for
 long buffers) are dropped, oldest first: a sender that falls behind (the loop was busy)
@@ -126,6 +128,9 @@ class SharedAudioEncoder:
     def encode(self, chunk: AudioChunk) -> list[av.Packet]:
         """Packets for one chunk, stamped on the feed's clock (executor thread)."""
         started = time.perf_counter()
+        if time.monotonic() - chunk.processed_at > STALE_S:
+            self.chunks_dropped += 1
+            return []
         if self._start_pts(chunk) is None:
             return []
         samples = _to_layout(chunk.samples, self.layout)
@@ -194,10 +199,7 @@ class AudioFeed:
             return
         for encoder in self.encoders.values():
             pending = encoder.pending
-            pending.append(chunk)
-            while len(pending) > 1 and _seconds(pending) > PENDING_S:
-                pending.popleft()
-                encoder.chunks_dropped += 1
+            pending.append(chunk)  # stale ones are dropped by ``encode``
             if encoder.task is None:
                 encoder.task = asyncio.ensure_future(self._pump(encoder))
 
@@ -249,10 +251,6 @@ class AudioFeed:
         self.source = self.feed = None
         for encoder in self.encoders.values():
             encoder.pending.clear()
-
-
-def _seconds(chunks: deque[AudioChunk]) -> float:
-    return sum(chunk.duration_s for chunk in chunks)
 
 
 class ProcessedAudioTrack(MediaStreamTrack):
