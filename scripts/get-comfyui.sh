@@ -10,8 +10,11 @@
 #
 # The venv (.venv-comfyui by default) holds torch 2.14.1 + torchvision 0.29.1 (ComfyUI's
 # nodes.py imports torchvision; torch 2.13's CPU build has no matching torchvision here),
-# ComfyUI's requirements without torchaudio and the front-end packages (not needed to run
-# prompts), and this package with its dev extras. Every step is skipped when already done.
+# ComfyUI's requirements without the front-end packages (not needed to run prompts), and this
+# package with its dev extras. Every step is skipped when already done. torchaudio (which
+# comfy_extras/nodes_audio.py imports: without it ComfyUI's core audio nodes do not load)
+# is 2.11.1 installed without its torch pin: its few compiled ops use torch's stable ABI, so
+# it imports beside torch 2.14.1 (11 MB, instead of moving the whole venv to torch 2.9.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -36,13 +39,15 @@ fi
 # The stamp names what the venv was built from: a change to this script's pins, to ComfyUI's
 # requirements or to pyproject.toml re-runs pip (which skips what is already there).
 TORCH="torch==2.14.1 torchvision==0.29.1"
+TORCHAUDIO="torchaudio==2.11.1"
 FILTER='^(#|$|torch$|torchvision$|torchaudio$|comfyui-)'
-STAMP="$TORCH $FILTER $(cat "$TREE/requirements.txt" pyproject.toml | cksum)"
+STAMP="$TORCH $TORCHAUDIO $FILTER $(cat "$TREE/requirements.txt" pyproject.toml | cksum)"
 if [ "$(cat "$VENV/.setup-comfyui" 2>/dev/null)" != "$STAMP" ]; then
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install -q $TORCH
+  "$VENV/bin/pip" install -q --no-deps "$TORCHAUDIO"
   grep -v -E "$FILTER" "$TREE/requirements.txt" > "$VENV/comfyui-requirements.txt"
   "$VENV/bin/pip" install -q -r "$VENV/comfyui-requirements.txt" requests
   "$VENV/bin/pip" install -q -e ".[dev]"

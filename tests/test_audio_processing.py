@@ -181,3 +181,39 @@ async def test_live_publisher_runs_the_audio_part_of_a_prompt_list() -> None:
     assert info.frames_processed > 0 and info.audio_buffer_ms == 60.0
     assert info.audio_latency_ms > 0 and info.audio_last_error is None
     assert info.to_dict()["audio_frames_out"] >= 100
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_g711_publisher_is_processed_at_8_khz(codec: str) -> None:
+    """PCMU/PCMA decode to mono 8 kHz: the worker keeps that rate and buffers in it."""
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+    from comfywhip_nb.client.sources import SineAudioTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = pc.addTransceiver(SineAudioTrack(), direction="sendonly")
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == f"audio/{codec}"]
+    )
+    await pc.setLocalDescription(await pc.createOffer())
+    with WhipServer(port=0, prompts=audio_graph(100.0, factor=0.5)) as server:
+        try:
+            async with aiohttp.ClientSession() as http:
+                headers = {"Content-Type": "application/sdp"}
+                async with http.post(
+                    server.whip_url, data=pc.localDescription.sdp, headers=headers
+                ) as response:
+                    assert response.status == 201, await response.text()
+                    answer = await response.text()
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await async_wait_until(
+                lambda: next(iter(server.sessions.values())).audio_frames_out >= 100, timeout=15
+            )
+            samples, rate = server.latest_audio(seconds=1.0)
+            info = next(iter(server.sessions.values()))
+        finally:
+            await pc.close()
+    assert rate == 8000 and samples.shape == (1, 8000) and info.audio_sample_rate == 8000
+    assert abs(tone_stats(samples, rate)[1] - 440) < 5
+    assert abs(info.audio_level_out_db - info.audio_level_in_db + 6.02) < 1.0

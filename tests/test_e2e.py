@@ -107,7 +107,8 @@ async def test_stop_closes_live_sessions_and_frees_port() -> None:
     await client.publish(TestPatternTrack(160, 120))
     await client.wait_connected(timeout=10)
     await asyncio.get_running_loop().run_in_executor(None, srv.stop)
-    assert not srv.running and server_threads() == []
+    assert not srv.running
+    assert server_threads() == []
     srv.stop()  # idempotent
     await client.unpublish()
     again = WhipServer(port=port).start()  # the port is free again: a new server binds it
