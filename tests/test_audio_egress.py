@@ -23,6 +23,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -87,14 +88,18 @@ def db(rms: float) -> float:
 class Publisher:
     """A WHIP publisher sending the tracks given (``WHIPClient`` sends its own sine)."""
 
-    def __init__(self, url: str, *tracks: MediaStreamTrack) -> None:
-        self.url, self.tracks = url, tracks
+    def __init__(self, url: str, *tracks: MediaStreamTrack, audio_codec: str = "") -> None:
+        self.url, self.tracks, self.audio_codec = url, tracks, audio_codec
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.location: str | None = None
 
     async def start(self) -> Publisher:
         for track in self.tracks:
-            self.pc.addTransceiver(track, direction="sendonly")
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            if track.kind == "audio" and self.audio_codec:
+                codecs = RTCRtpSender.getCapabilities("audio").codecs
+                wanted = f"audio/{self.audio_codec}"
+                transceiver.setCodecPreferences([c for c in codecs if c.mimeType == wanted])
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with (
             aiohttp.ClientSession() as http,
@@ -200,6 +205,21 @@ async def test_viewers_share_one_audio_encoder_per_codec(server: WhipServer) -> 
             await viewer.close()
         await publisher.stop()
     await async_wait_until(lambda: not server.egress.feeds, timeout=10)
+
+
+async def test_g711_publisher_reaches_an_opus_viewer(server: WhipServer) -> None:
+    """8 kHz mono in (passed through), 48 kHz stereo Opus out, at the same level."""
+    publisher = await Publisher(server.whip_url, SineAudioTrack(), audio_codec="PCMU").start()
+    viewer = WHEPViewer(f"{server.url}/whep/default", audio=True)
+    try:
+        assert (await viewer.start()).status == 201
+        rms, freq = await heard(server, viewer)
+        info = publisher_info(server)
+        assert info.audio_sample_rate == 8000 and viewer.audio_rate == 48000
+        assert abs(freq - 440) < 5 and abs(db(rms) - info.audio_level_out_db) < 1.5
+    finally:
+        await viewer.close()
+        await publisher.stop()
 
 
 async def test_audio_follows_the_newest_publisher(server: WhipServer) -> None:
