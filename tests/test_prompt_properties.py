@@ -23,10 +23,13 @@ from comfywhip_nb.prompts import (
 )
 
 STREAM_ENDS = {"LoadTensor", "SaveTensor", "LoadAudioTensor", "SaveAudioTensor"}
+#: The image nodes: these graphs run on a frame (the audio nodes: tests/test_nodes_audio.py).
 CATALOGUE = {
     name: entry
     for name, entry in node_catalogue().items()
-    if entry["python_module"].startswith("comfywhip_nb.prompts.nodes") and name not in STREAM_ENDS
+    if entry["python_module"].startswith("comfywhip_nb.prompts.nodes")
+    and name not in STREAM_ENDS
+    and not entry["category"].startswith("audio")
 }
 # Keep random images small: caps on the span above each widget's minimum.
 INT_SPAN = {"width": 64, "height": 64, "x": 64, "y": 64, "batch_size": 1, "amount": 1, "length": 2}

@@ -117,3 +117,31 @@ def set_input_directory(folder: Path) -> None:
     import folder_paths
 
     folder_paths.set_input_directory(str(folder))
+
+
+#: ComfyUI's audio nodes the built-in engine has (comfy_extras/nodes_audio.py).
+AUDIO_NODES = (
+    "TrimAudioDuration",
+    "SplitAudioChannels",
+    "AudioConcat",
+    "AudioMerge",
+    "AudioAdjustVolume",
+    "EmptyAudio",
+)
+
+
+def comfyui_audio_nodes() -> dict[str, type]:
+    """ComfyUI's own ``nodes_audio.py`` classes (it imports torchaudio, which
+    ``scripts/get-comfyui.sh`` installs); skips the test when they cannot be loaded."""
+    import pytest
+
+    comfyui_nodes()
+    if importlib.util.find_spec("torchaudio") is None:
+        pytest.skip("torchaudio is not installed here: run scripts/get-comfyui.sh again")
+    import nodes  # ComfyUI's
+
+    if not all(name in nodes.NODE_CLASS_MAPPINGS for name in AUDIO_NODES):
+        path = comfyui_tree() / "comfy_extras" / "nodes_audio.py"
+        if not asyncio.run(nodes.load_custom_node(str(path), set(), "comfy_extras")):
+            pytest.skip("ComfyUI could not load comfy_extras/nodes_audio.py")
+    return {name: nodes.NODE_CLASS_MAPPINGS[name] for name in AUDIO_NODES}

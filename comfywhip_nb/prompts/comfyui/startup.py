@@ -6,6 +6,8 @@ nodes' prestartup scripts, then ``nodes.init_extra_nodes``' parts: the public AP
 ``comfy_extras`` module and each pack in ``custom_nodes``. Our LoadTensor/SaveTensor (and the
 audio pair) are registered before the packs, so a pack that brings its own (ComfyStream's
 ``tensor_utils``) cannot replace them; ComfyUI ignores a pack's node that shadows a base node.
+The built-in engine's ``LiveAudio*`` nodes (plain V1 classes, names no ComfyUI node uses) are
+registered the same way, so an audio prompt runs on either engine.
 The paid API nodes (``comfy_api_nodes``) are not loaded: they call comfy.org's servers.
 
 A pack that fails to import is recorded with its name and the missing module (ComfyUI itself
@@ -142,12 +144,15 @@ async def _start(folder: Path) -> ComfyUIRuntime:
     import hook_breaker_ac10a0
     import nodes
 
+    from ..nodes import audio_live
     from .live_nodes import LIVE_DISPLAY_NAMES, LIVE_NODES
 
-    for name, cls in LIVE_NODES.items():
+    live = {**LIVE_NODES, **audio_live.NODE_CLASS_MAPPINGS}
+    names = {**LIVE_DISPLAY_NAMES, **audio_live.NODE_DISPLAY_NAME_MAPPINGS}
+    for name, cls in live.items():
         nodes.NODE_CLASS_MAPPINGS[name] = cls
         cls.RELATIVE_PYTHON_MODULE = "comfywhip_nb"
-        nodes.NODE_DISPLAY_NAME_MAPPINGS[name] = LIVE_DISPLAY_NAMES[name]
+        nodes.NODE_DISPLAY_NAME_MAPPINGS[name] = names[name]
 
     hook_breaker_ac10a0.save_functions()
     try:

@@ -1,5 +1,7 @@
 """Built-in nodes, one module per family, with ComfyUI's class names, inputs and defaults.
 
+Audio is ComfyUI's AUDIO dict ``{"waveform": [B, C, T] float32, "sample_rate": int}``
+(``audio``, ``audio_core``, ``audio_live``; ``audio_dsp`` holds their signal processing).
 Images are ComfyUI IMAGE tensors: float32 ``[B, H, W, C]`` in 0..1, channels last. Filters
 permute to ``[B, C, H, W]`` for ``conv2d`` without ``.contiguous()``: torch runs the
 channels-last layout directly, about 3x faster than copying (see PERF_NOTES.md).
@@ -7,7 +9,18 @@ channels-last layout directly, about 3x faster than copying (see PERF_NOTES.md).
 
 from __future__ import annotations
 
-from . import audio, compose, filters, image, io, mask, morphology, primitive
+from . import (
+    audio,
+    audio_core,
+    audio_live,
+    compose,
+    filters,
+    image,
+    io,
+    mask,
+    morphology,
+    primitive,
+)
 
 __all__ = ["BUILTIN_DISPLAY_NAMES", "BUILTIN_NODES", "MAX_RESOLUTION"]
 
@@ -22,6 +35,8 @@ BUILTIN_NODES: dict[str, type] = {
     **morphology.NODE_CLASS_MAPPINGS,
     **primitive.NODE_CLASS_MAPPINGS,
     **audio.NODE_CLASS_MAPPINGS,
+    **audio_core.NODE_CLASS_MAPPINGS,
+    **audio_live.NODE_CLASS_MAPPINGS,
 }
 
 BUILTIN_DISPLAY_NAMES: dict[str, str] = {
@@ -33,4 +48,6 @@ BUILTIN_DISPLAY_NAMES: dict[str, str] = {
     **morphology.NODE_DISPLAY_NAME_MAPPINGS,
     **primitive.NODE_DISPLAY_NAME_MAPPINGS,
     **audio.NODE_DISPLAY_NAME_MAPPINGS,
+    **audio_core.NODE_DISPLAY_NAME_MAPPINGS,
+    **audio_live.NODE_DISPLAY_NAME_MAPPINGS,
 }
