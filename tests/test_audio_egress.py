@@ -1,7 +1,8 @@
 """Audio out (issue 15, part 4): WHEP viewers and ``/offer`` peers hear the processed audio.
 
 Real aiortc peers over loopback: a WHIP publisher sends a sine (or the flash/beep clip), the
-server runs an audio prompt (a custom V1 node registered here) or passes audio through, and
+server runs an audio prompt (built-in LiveAudioGain/LiveAudioMute, or a custom V1 node
+registered here) or passes audio through, and
 aiortc viewers decode what arrives. Levels are compared with a passthrough run in the same
 test (aiortc's publisher upmixes mono to stereo at -3 dB; Opus adds its own error), never
 with absolute numbers. The sync test prints its offsets (``-s`` shows them).
@@ -77,6 +78,15 @@ def scale_graph(factor: float, buffer_ms: float = 20.0) -> dict[str, Any]:
     return {
         "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": buffer_ms}},
         "2": {"class_type": "TestEgressScale", "inputs": {"audio": ["1", 0], "factor": factor}},
+        "3": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["2", 0]}},
+    }
+
+
+def live_graph(class_type: str, **inputs: Any) -> dict[str, Any]:
+    """A built-in live audio node (``prompts/nodes/audio_live.py``) on 20 ms buffers."""
+    return {
+        "1": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": 20.0}},
+        "2": {"class_type": class_type, "inputs": {"audio": ["1", 0], **inputs}},
         "3": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["2", 0]}},
     }
 
@@ -161,11 +171,16 @@ async def test_viewer_hears_passthrough_gain_mute_and_a_custom_node(server: Whip
         del session, receivers
         assert viewer.audio_rate == 48000  # Opus
         levels = {}
-        for name, factor in (("0 dB", 1.0), ("mute", 0.0), ("x0.5", 0.5)):
-            version = server.set_prompts(scale_graph(factor))
+        prompts = {
+            "0 dB": live_graph("LiveAudioGain", gain_db=0.0),
+            "mute": live_graph("LiveAudioMute", mute=True),
+            "x0.5": scale_graph(0.5),  # the custom V1 node
+        }
+        for name, graph in prompts.items():
+            version = server.set_prompts(graph)
             rms, freq = await heard(server, viewer, version)
             levels[name] = db(rms) - db(passthrough[0])
-            if factor:
+            if name != "mute":
                 assert abs(freq - 440) < 5, (name, freq)
             assert publisher_info(server).audio_buffer_ms == 20.0
         print(f"\nlevels against passthrough ({db(passthrough[0]):.1f} dBFS): {levels}")
