@@ -2,8 +2,7 @@
 
 Real aiortc peers over loopback: a WHIP publisher sends a sine (or the flash/beep clip), the
 server runs an audio prompt (built-in LiveAudioGain/LiveAudioMute, or a custom V1 node
-registered here) or passes audio through, and
-aiortc viewers decode what arrives. Levels are compared with a passthrough run in the same
+registered here) or passes audio through, and aiortc viewers decode what arrives. Levels are compared with a passthrough run in the same
 test (aiortc's publisher upmixes mono to stereo at -3 dB; Opus adds its own error), never
 with absolute numbers. The sync test prints its offsets (``-s`` shows them).
 """
