@@ -2,9 +2,10 @@
 
 Real aiortc peers over loopback: a WHIP publisher sends a sine (or the flash/beep clip), the
 server runs an audio prompt (built-in LiveAudioGain/LiveAudioMute, or a custom V1 node
-registered here) or passes audio through, and aiortc viewers decode what arrives. Levels are compared with a passthrough run in the same
-test (aiortc's publisher upmixes mono to stereo at -3 dB; Opus adds its own error), never
-with absolute numbers. The sync test prints its offsets (``-s`` shows them).
+registered here) or passes audio through, and aiortc viewers decode what arrives. Levels
+are compared with a passthrough run in the same test (aiortc's publisher upmixes mono to
+stereo at -3 dB; Opus adds its own error), never with absolute numbers. The sync test
+prints its offsets (``-s`` shows them).
 """
 
 from __future__ import annotations
@@ -190,6 +191,36 @@ async def test_viewer_hears_passthrough_gain_mute_and_a_custom_node(server: Whip
     finally:
         await viewer.close()
         await publisher.stop()
+
+
+async def test_viewer_offering_to_send_audio_gets_none(server: WhipServer) -> None:
+    """An audio section the viewer only sends on is answered without a track of ours."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    tone = SineAudioTrack()
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver(tone, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{server.url}/whep/default",
+                data=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
+            ) as resp,
+        ):
+            assert resp.status == 201, await resp.text()
+            answer = await resp.text()
+            audio_section = answer[answer.index("m=audio") :]
+            assert "a=recvonly" in audio_section and "a=sendonly" not in audio_section
+            assert not server.egress.feeds[("channel", "default")].audio.tracks
+            async with http.delete(resp.headers["Location"]) as deleted:
+                assert deleted.status == 200
+    finally:
+        tone.stop()
+        await pc.close()
+        break_peer_cycles(pc)
+    await async_wait_until(lambda: not server.core.sessions, timeout=15)
 
 
 async def test_viewers_share_one_audio_encoder_per_codec(server: WhipServer) -> None:

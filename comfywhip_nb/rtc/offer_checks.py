@@ -70,9 +70,9 @@ def check_offer(sdp: str, *, allow_sendrecv: bool = True) -> OfferSummary:
 
 
 def check_viewer_offer(sdp: str) -> OfferSummary:
-    """Summary of a usable WHEP viewer offer, or 400 (not SDP) / 422 (nothing to receive,
-    or two audio sections). Its media: the video section, then the audio one if offered
-    (``wants_audio`` says whether it receives)."""
+    """Summary of a usable WHEP viewer offer, or 400 (not SDP) / 422 (nothing to receive).
+    Its media: the video section, then the first audio one if offered (``wants_audio`` says
+    whether it receives)."""
     from aiortc.sdp import SessionDescription
 
     if not sdp.strip() or not sdp.lstrip().startswith("v="):
@@ -101,14 +101,11 @@ def check_viewer_offer(sdp: str) -> OfferSummary:
         )
     summary = summarise(sdp)
     video_sections = [m for m in summary.media if m.kind == "video"]
+    # the first audio section gets the audio (a viewer's addTrack takes the first audio
+    # transceiver); one the viewer only sends on gets none, and further ones are left alone
     audio_sections = [m for m in summary.media if m.kind == "audio"]
-    if len(audio_sections) > 1:
-        raise UnprocessableOffer(
-            f"a WHEP offer may have one audio section, got {len(audio_sections)}"
-        )
-    # an audio section the viewer only sends on is left alone (it gets no audio)
     return SdpSummary(
-        media=tuple(video_sections[:1] + audio_sections),
+        media=tuple(video_sections[:1] + audio_sections[:1]),
         ice_ufrag=summary.ice_ufrag,
         ice_pwd=summary.ice_pwd,
         candidate_count=summary.candidate_count,
