@@ -42,11 +42,20 @@ def test_demo_writes_pngs_stats_and_plot(tmp_path: Path) -> None:
     result = run_module(["demo", "--duration", "3", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "processed" in result.stdout and "hot-swap" in result.stdout
+    assert "440 Hz tone" in result.stdout and "audio prompt ran: yes" in result.stdout
     stats = json.loads((out / "stats.json").read_text())
     summary = stats["summary"]
     assert summary["frames_processed"] > 20
     assert len(summary["prompt_versions"]) == 2  # the hot-swap happened
     assert summary["last_error"] is None
+    # the tone went through the audio graphs: 40 ms buffers, -6 dB after the hot-swap
+    audio = summary["audio"]
+    assert audio["prompt_ran"] and audio["buffer_ms"] == 40 and audio["sample_rate"] == 48000
+    assert audio["frames_out"] > 50 and audio["frames_in"] >= audio["frames_out"] - 5
+    assert audio["level_in_db"] > -40 and abs(audio["level_out_db"] - audio["level_in_db"] + 6) < 2
+    assert 0 < audio["latency_ms"] <= audio["latency_p95_ms"]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("audio ("))
+    assert "ms buffer" in line and "p95" in line and "dBFS in" in line
     pngs = sorted(out.glob("frame_*.png"))
     assert any("before" in p.name for p in pngs) and any("after" in p.name for p in pngs)
     assert (out / "fps.png").stat().st_size > 10_000

@@ -88,3 +88,12 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
             if m["model_name"] == "HTMLModel"
         ]
         assert any("connected" in s for s in statuses)  # a session table row, set by the refresher
+        # the audio section: the dashboard's player holds a WAV of the processed tone
+        wavs = [
+            base64.b64decode(buffer["data"])
+            for m in widget_state(nb).values()
+            if m["model_name"] == "AudioModel"
+            for buffer in m.get("buffers", ())
+            if buffer["path"] == ["value"]
+        ]
+        assert wavs and wavs[-1][:4] == b"RIFF" and wavs[-1][8:12] == b"WAVE"

@@ -88,6 +88,28 @@ async def metrics(request: web.Request) -> web.Response:
         ("fps_out", "gauge", "Processed frame rate.", "fps_out"),
         ("latency_ms", "gauge", "p50 receipt-to-processed latency.", "latency_ms"),
         ("prompt_version", "gauge", "Version of the running prompt.", "prompt_version"),
+        ("audio_frames_in_total", "counter", "Audio frames received.", "audio_frames_in"),
+        (
+            "audio_frames_out_total",
+            "counter",
+            "Processed audio, in 20 ms frames.",
+            "audio_frames_out",
+        ),
+        (
+            "audio_buffers_dropped_total",
+            "counter",
+            "Whole audio buffers dropped (processing slower than real time).",
+            "audio_buffers_dropped",
+        ),
+        ("audio_latency_ms", "gauge", "p50 audio latency, buffering included.", "audio_latency_ms"),
+        ("audio_latency_p95_ms", "gauge", "p95 audio latency.", "audio_latency_p95_ms"),
+        ("audio_level_in_dbfs", "gauge", "RMS level of the input audio.", "audio_level_in_db"),
+        (
+            "audio_level_out_dbfs",
+            "gauge",
+            "RMS level of the processed audio.",
+            "audio_level_out_db",
+        ),
     ]
     for name, kind, text, attr in series:
         lines += [f"# HELP comfywhip_{name} {text}", f"# TYPE comfywhip_{name} {kind}"]

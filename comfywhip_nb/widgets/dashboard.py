@@ -1,4 +1,5 @@
-"""Dashboard: status card, session table, live video, stats plot, prompt editor, inspector.
+"""Dashboard: status card, session table (with audio meters), live video, stats plot, prompt
+editor, audio player, inspector.
 
 The live video is a ``LiveView``: the browser plays the processed video over WHEP
 (``PlayerWidget``), with the kernel's JPEG preview as the fallback where the browser cannot
@@ -19,6 +20,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ._common import Refresher, close_tree, esc
+from .audio_player import AudioPlayer
 from .inspector import WhipInspector
 from .player import LiveView
 from .plot import StatsPlot
@@ -50,6 +52,9 @@ class _StatusCard:
 
 class Dashboard(widgets.VBox):
     """Everything about a running ``WhipServer`` in one widget: ``server.dashboard()``.
+
+    Sessions with audio show input/output level meters and audio stats under their row; the
+    "Audio player" section plays the last seconds of processed audio.
 
     ``mode``: ``"auto"`` (WHEP player, JPEG preview as fallback), ``"whep"`` or ``"jpeg"``;
     ``url``: the server's address as the browser sees it (default ``server.url``);
@@ -93,10 +98,12 @@ class Dashboard(widgets.VBox):
         self.plot = StatsPlot(server, autostart=False)
         self.editor = PromptEditor(server, autostart=False)
         self.inspector = WhipInspector(server, autostart=False)
+        self.audio = AudioPlayer(server, autostart=False)
         self.errors = widgets.HTML()
-        # collapsed by default: the live parts stay on one screen; one click opens either
+        # collapsed by default: the live parts stay on one screen; one click opens any
         self.sections = widgets.Accordion(
-            [self.editor, self.inspector], titles=("Prompt editor", "WHIP inspector")
+            [self.editor, self.audio, self.inspector],
+            titles=("Prompt editor", "Audio player", "WHIP inspector"),
         )
         self.sections.selected_index = None
         super().__init__(
@@ -120,10 +127,19 @@ class Dashboard(widgets.VBox):
             self.live,
             self.plot,
             self.editor,
+            self.audio,
             self.inspector,
         ]
         self.refresher = Refresher(server, components, on_error=self._show_error)
-        for part in (self.sessions_table, self.preview, self.plot, self.editor, self.inspector):
+        parts = (
+            self.sessions_table,
+            self.preview,
+            self.plot,
+            self.editor,
+            self.audio,
+            self.inspector,
+        )
+        for part in parts:
             part._refresher = self.refresher  # their wake() calls reach the shared thread
         with _LIVE_LOCK:
             _LIVE.setdefault(server, weakref.WeakSet()).add(self)

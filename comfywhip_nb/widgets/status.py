@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ._common import Refresher, close_tree, esc
+from .audio_meters import AudioMeters
 
 __all__ = ["SessionTable", "status_card_html"]
 
@@ -144,7 +145,8 @@ def session_row_html(info: Any) -> str:
 
 
 class _Row:
-    """One reusable table row: cells as one HTML widget plus a stop button."""
+    """One reusable table row: cells as one HTML widget plus a stop button, and below them
+    the audio meters and stats line (shown only for sessions with audio)."""
 
     def __init__(self, on_stop: Any) -> None:
         self.session_id: str | None = None
@@ -156,9 +158,11 @@ class _Row:
             layout=widgets.Layout(width="72px", height="24px"),
         )
         self.stop.on_click(lambda _button: on_stop(self))
-        self.box = widgets.HBox(
-            [self.cells, self.stop], layout=widgets.Layout(display="none", align_items="center")
+        self.audio = AudioMeters()
+        self.line = widgets.HBox(
+            [self.cells, self.stop], layout=widgets.Layout(align_items="center")
         )
+        self.box = widgets.VBox([self.line, self.audio.box], layout=widgets.Layout(display="none"))
 
     def show(self, info: Any) -> None:
         if self.session_id != info.id:
@@ -168,11 +172,13 @@ class _Row:
         html_value = session_row_html(info)
         if self.cells.value != html_value:
             self.cells.value = html_value
+        self.audio.show(info)
         if self.box.layout.display != "flex":
             self.box.layout.display = "flex"
 
     def hide(self) -> None:
         self.session_id = None
+        self.audio.hide()
         if self.box.layout.display != "none":
             self.box.layout.display = "none"
 
@@ -258,6 +264,10 @@ class SessionTable(widgets.VBox):
     def rows(self) -> list[tuple[str, str]]:
         """(session id, row HTML) of the visible rows, for tests and notebooks."""
         return [(r.session_id, r.cells.value) for r in self._rows if r.session_id is not None]
+
+    def meters(self, session_id: str) -> AudioMeters | None:
+        """The audio meters of the row showing ``session_id`` (None when no row shows it)."""
+        return next((r.audio for r in self._rows if r.session_id == session_id), None)
 
     def close(self) -> None:
         refresher = getattr(self, "_refresher", None)  # None also after a failed __init__
