@@ -2,8 +2,9 @@
 
 With the cycle collector off after a warm-up, 20 sessions of each kind are made with real
 media over loopback and ended (WHIP: DELETE; WHEP: DELETE; ComfyStream /offer: the peer
-closes). Without ``gc.collect()``, nothing of theirs may be left: no ``RTCPeerConnection``,
-``Session``, ``FrameProcessor`` or frame tensor (weak references taken while they lived), no
+closes; WHEP viewers and /offer peers receive audio too). Without ``gc.collect()``, nothing
+of theirs may be left: no ``RTCPeerConnection``, ``Session``, ``FrameProcessor``, audio
+track or feed, or frame tensor (weak references taken while they lived), no
 more ``av.VideoFrame``s than after warm-up (they take no weak references, so they are
 counted with ``gc.get_objects()``), and RSS within 20 MB of its value after warm-up.
 """
@@ -24,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError
 from graphs import INVERT
 from helpers import async_wait_until
 
-from comfywhip_nb.client.sources import TestPatternTrack
+from comfywhip_nb.client.sources import SineAudioTrack, TestPatternTrack
 from comfywhip_nb.client.whep_viewer import WHEPViewer
 from comfywhip_nb.client.whip_client import WHIPClient
 from comfywhip_nb.rtc.teardown import break_peer_cycles
@@ -62,6 +63,7 @@ def remember(session: Any, refs: Refs) -> None:
         ("Session", weakref.ref(session)),
         ("RTCPeerConnection", weakref.ref(session.pc)),
         ("FrameProcessor", weakref.ref(session.processor)),
+        ("AudioProcessor", weakref.ref(session.audio_processor)),
         ("frame tensor", weakref.ref(latest.image)),
     ]
 
@@ -87,12 +89,16 @@ async def whip_cycle(server: WhipServer, refs: Refs) -> None:
 
 
 async def whep_cycle(server: WhipServer, refs: Refs) -> None:
-    viewer = WHEPViewer(f"{server.url}/whep/default")
+    viewer = WHEPViewer(f"{server.url}/whep/default", audio=True)
     assert (await viewer.start()).status == 201
     assert viewer.location is not None
     session_id = viewer.location.rsplit("/", 1)[1]
-    await async_wait_until(lambda: viewer.frames > 0, timeout=15)
+    await async_wait_until(lambda: viewer.frames > 0 and viewer.audio_frames > 0, timeout=15)
     session = server.core.sessions.get(session_id)
+    feed = server.egress.feeds[("channel", "default")]
+    refs += [(type(t).__name__, weakref.ref(t)) for t in (*feed.tracks, *feed.audio.tracks)]
+    refs.append(("AudioFeed", weakref.ref(feed.audio)))
+    del feed
     refs += [
         ("Session", weakref.ref(session)),
         ("RTCPeerConnection", weakref.ref(session.pc)),
@@ -107,13 +113,14 @@ async def whep_cycle(server: WhipServer, refs: Refs) -> None:
 async def offer_cycle(server: WhipServer, refs: Refs) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver(TestPatternTrack(160, 120, 15), "sendrecv")
-    received: list[int] = []
+    pc.addTransceiver(SineAudioTrack(), "sendrecv")
+    received: list[str] = []
 
     async def consume(track: Any) -> None:
         try:
             while True:
                 await track.recv()
-                received.append(1)
+                received.append(track.kind)
         except MediaStreamError:
             pass
 
@@ -130,7 +137,11 @@ async def offer_cycle(server: WhipServer, refs: Refs) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
     session_id = answer["session_id"]
     remember(await wait_processed(server, session_id), refs)
-    await async_wait_until(lambda: received, timeout=15)
+    await async_wait_until(lambda: {"audio", "video"} <= set(received), timeout=15)
+    feed = server.egress.feeds[("session", session_id)]
+    refs += [(type(t).__name__, weakref.ref(t)) for t in (*feed.tracks, *feed.audio.tracks)]
+    refs.append(("AudioFeed", weakref.ref(feed.audio)))
+    del feed
     refs.append(("client RTCPeerConnection", weakref.ref(pc)))
     await pc.close()  # the peer closes: the server ends the session (DTLS close)
     break_peer_cycles(pc)
@@ -152,7 +163,7 @@ async def run_cycles(
     (so what is counted afterwards is only what the ended sessions left behind)."""
     source = WHIPClient(server.whip_url) if publisher else None
     if source is not None:
-        await source.publish(TestPatternTrack(160, 120, 15))
+        await source.publish(TestPatternTrack(160, 120, 15), audio=True)
     try:
         for _ in range(count):
             await cycle(server, refs)

@@ -5,6 +5,8 @@
 * ``ImageLoopTrack``: a still or animated image repeated forever.
 * ``FileLoopTrack``: a video file looped forever.
 * ``SineAudioTrack``: a 440 Hz tone.
+* ``FlashBeepClip``: a video track and an audio track on one clock: a white flash and a
+  1 kHz beep start at the same instants (every second), to measure A/V sync at a receiver.
 * ``open_source``: what ``WHIPClient.publish(source)`` sends for a source name (also files
   and V4L2 cameras through aiortc's ``MediaPlayer``).
 
@@ -30,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
 __all__ = [
     "FileLoopTrack",
+    "FlashBeepClip",
     "ImageLoopTrack",
     "SineAudioTrack",
     "TestPatternTrack",
@@ -344,3 +347,104 @@ def open_source(
         return FileLoopTrack(path), tone, None
     except (av.FFmpegError, OSError) as exc:
         raise ValueError(f"cannot open source {name!r}: {exc}") from exc
+
+
+class _SharedClock:
+    """One start time for several paced tracks (set by whichever asks first)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+
+    def origin(self) -> float:
+        if self.start is None:
+            self.start = time.monotonic()
+        return self.start
+
+
+class _ClockedPacer(_Pacer):
+    """``_Pacer`` whose item 0 is due at the shared clock's origin."""
+
+    def __init__(self, rate: float, clock: _SharedClock) -> None:
+        super().__init__(rate)
+        self.clock = clock
+
+    async def next(self) -> int:
+        self.index += 1
+        wait = self.clock.origin() + self.index / self.rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return self.index
+
+
+class FlashBeepClip:
+    """``video`` and ``audio`` tracks on one clock: every ``period`` s the picture is white
+    and a ``beep_hz`` tone sounds for ``length`` s (black and silence otherwise); the
+    flashes and beeps start at the same instants, so a receiver can measure A/V offset."""
+
+    def __init__(
+        self,
+        width: int = 160,
+        height: int = 120,
+        fps: float = 30,
+        *,
+        period: float = 1.0,
+        length: float = 0.2,
+        beep_hz: float = 1000.0,
+        sample_rate: int = 48000,
+        volume: float = 0.5,
+    ) -> None:
+        if not 0 < length < period:
+            raise ValueError(f"length must be in (0, period); got {length!r}")
+        clock = _SharedClock()
+        self.period, self.length = period, length
+        self.video = _FlashTrack(width, height, fps, self, clock)
+        self.audio = _BeepTrack(beep_hz, sample_rate, volume, self, clock)
+
+    def on(self, t: float) -> bool:
+        """Whether the flash/beep is on at ``t`` seconds after the clip's start."""
+        return (t % self.period) < self.length
+
+
+class _FlashTrack(VideoStreamTrack):
+    def __init__(
+        self, width: int, height: int, fps: float, clip: FlashBeepClip, clock: _SharedClock
+    ) -> None:
+        super().__init__()
+        self.fps, self.clip = fps, clip
+        self._pacer = _ClockedPacer(fps, clock)
+        self._frames = [np.full((height, width, 3), v, dtype=np.uint8) for v in (0, 255)]
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self._pacer.next()
+        white = self.clip.on(n / self.fps)
+        frame = av.VideoFrame.from_ndarray(self._frames[int(white)], format="rgb24")
+        frame.pts = round(n * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+
+class _BeepTrack(AudioStreamTrack):
+    def __init__(
+        self, freq: float, rate: int, volume: float, clip: FlashBeepClip, clock: _SharedClock
+    ) -> None:
+        super().__init__()
+        self.freq, self.rate, self.volume, self.clip = freq, rate, volume, clip
+        self.samples_per_frame = rate // 50
+        self._pacer = _ClockedPacer(50, clock)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        n = await self._pacer.next()
+        start = n * self.samples_per_frame
+        t = (start + np.arange(self.samples_per_frame)) / self.rate
+        gate = (t % self.clip.period) < self.clip.length
+        wave = np.sin(2 * np.pi * self.freq * t) * gate * (self.volume * 32767)
+        frame = av.AudioFrame.from_ndarray(
+            wave.astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self.rate
+        frame.pts, frame.time_base = start, fractions.Fraction(1, self.rate)
+        return frame

@@ -3,9 +3,10 @@
 * ``POST /offer``: ComfyStream's JSON ``{"offer": {"sdp", "type"}, "prompts"?, "resolution"?}``
   -> ``200 {"sdp", "type": "answer", "session_id"}``. The session (kind ``offer``) is
   send-receive: processed video goes back on the same connection (scaled to ``resolution``
-  when given), offered audio is relayed back untouched. Errors are problem+json with a 4xx
-  status, never ComfyStream's "200 with an error". As in ComfyStream, ``prompts`` are the
-  server's prompt (or ``?channelId=``'s), exactly as if sent to ``POST /prompt``.
+  when given), and so is its processed audio (its own audio when no audio prompt runs).
+  Errors are problem+json with a 4xx status, never ComfyStream's "200 with an error". As
+  in ComfyStream, ``prompts`` are the server's prompt (or ``?channelId=``'s), exactly as if
+  sent to ``POST /prompt``.
 * ``POST /prompt``: ``POST /prompts`` with ComfyStream's body shapes; answers JSON.
 * ``setup_routes`` also serves the ``control`` data channel (``control.py``) on every new
   ``offer`` and ``whip`` session, through the core's event bus.
@@ -21,7 +22,6 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import MediaStreamTrack
-from aiortc.contrib.media import MediaRelay
 
 from ..errors import BadRequest, UnsupportedMediaType
 from ..http.api_routes import post_prompts
@@ -121,7 +121,8 @@ async def create_offer_session(
 
     The processed video goes back on ``egress``'s track with aiortc's per-peer encoder (one
     peer gains nothing from a shared encoder; aiortc's honours this peer's PLI and bitrate),
-    scaled to the control channel's size.
+    scaled to the control channel's size. The processed audio goes back on the session feed's
+    shared audio encoder (``audio_egress.py``).
     """
     summary = check_offer(sdp)  # which media the peer wants back
     control = SessionControl(size=size)
@@ -139,11 +140,10 @@ async def create_offer_session(
                         session.pc, session=session, shared=False, size=lambda: control.size
                     )
                 )
-        else:  # one reader, two consumers: the session's counter and the way back
-            relay = MediaRelay()
-            session.attach_track(relay.subscribe(track))
-            if _wants_back(summary, "audio"):
-                session.send(relay.subscribe(track))
+        else:
+            session.attach_track(track)
+            if _wants_back(summary, "audio"):  # the session's processed audio, as for video
+                session.send(egress.audio_track(session.pc, session=session))
 
     try:
         session, answer, _ = await core.create_session(

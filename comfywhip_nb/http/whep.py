@@ -3,8 +3,10 @@
 The mirror image of ``whip.py``: a viewer POSTs a ``recvonly`` SDP offer (``application/sdp``)
 to ``/whep/{channelId}``, or to ``/whep/{sessionId}`` to watch one publisher session
 (``/whep`` alone is the default channel), and gets ``201 Created`` with a ``sendonly`` video
-answer, an absolute ``Location: /whep/{channelId}/{id}``, an ``ETag``, ``Accept-Patch`` and
-``Link: rel="ice-server"`` headers. ``PATCH`` carries trickle candidates exactly as for WHIP
+answer (plus ``sendonly`` audio when the offer has a receiving audio section: the same
+source's audio, processed or passed through, encoded once per feed), an absolute
+``Location: /whep/{channelId}/{id}``, an ``ETag``, ``Accept-Patch`` and ``Link:
+rel="ice-server"`` headers. ``PATCH`` carries trickle candidates exactly as for WHIP
 (same handler: 204, 412 on a stale ``If-Match``, 422 for an ICE restart), ``DELETE`` ends
 the viewer (200, or 404).
 
@@ -26,8 +28,8 @@ from ..pipeline.egress import Egress, ProcessedVideoTrack
 from ..rtc.end_reason import EndReason, SessionEnd
 from ..rtc.ice import format_link_header
 from ..rtc.lifecycle import SessionKind
-from ..rtc.offer_checks import check_viewer_offer
-from ..rtc.sdp import section_codec
+from ..rtc.offer_checks import check_viewer_offer, wants_audio
+from ..rtc.sdp import section_codec, summarise
 from ..rtc.sessions import Session
 from ..server_state import DEFAULT_CHANNEL
 from .bodies import read_body
@@ -79,16 +81,24 @@ async def post_viewer(request: web.Request) -> web.Response:
             track = egress.viewer_track(session.pc, channel_id=channel)
         session.send(track)  # takes the offered recvonly transceiver: the answer is sendonly
         _close_with_source(egress, session, track)
+        if wants_audio(session.offer):  # the same source's audio, encoded once per feed
+            if source is not None:
+                session.send(egress.audio_track(session.pc, session=source))
+            else:
+                session.send(egress.audio_track(session.pc, channel_id=channel))
+            session.has_audio = True
 
     session, answer, _ = await core.create_session(
         sdp, channel_id=channel, kind=SessionKind.WHEP, prepare=add_track
     )
+    audio = [m.codecs[0].lower() for m in summarise(answer).media if m.kind == "audio" and m.codecs]
     session.log(
         logging.INFO,
-        "WHEP viewer of %s %s (codec %s)",
+        "WHEP viewer of %s %s (codec %s%s)",
         "session" if source is not None else "channel",
         source.id[:8] if source is not None else channel,
         section_codec(answer) or "?",
+        f", audio {audio[0]}" if audio and session.has_audio else "",
     )
     response = web.Response(status=201, text=answer, content_type=SDP)
     response.headers["Location"] = resource_url(request, f"/whep/{channel}/{session.id}")

@@ -56,6 +56,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..rtc.lifecycle import SessionEvent, SessionEventType, SessionKind, Subscription
 from ..rtc.sdp import section_codec
+from .audio_egress import AudioFeed, ProcessedAudioTrack
 from .processor import ProcessedFrame
 
 if TYPE_CHECKING:
@@ -106,11 +107,12 @@ class PtsClock:
     """Strictly increasing 90 kHz pts from a monotonic clock started at creation."""
 
     def __init__(self) -> None:
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
+        """Also the origin of the feed's audio clock (``audio_egress``)."""
         self._last = -1
 
     def next(self) -> int:
-        pts = max(self._last + 1, round((time.monotonic() - self._t0) * VIDEO_CLOCK))
+        pts = max(self._last + 1, round((time.monotonic() - self.t0) * VIDEO_CLOCK))
         self._last = pts
         return pts
 
@@ -208,6 +210,7 @@ class Feed:
         self.closed = False
         self._cancel_frames: Callable[[], None] | None = None
         self.clock = PtsClock()
+        self.audio = AudioFeed(self)
         self._events: Subscription = egress.core.events.subscribe(self._on_event, session=session)
         self._follow(self._pick())
 
@@ -237,6 +240,7 @@ class Feed:
             return
         self._detach()
         self.source, self.latest = session, None  # never keep an ended source's frame
+        self.audio.follow(session)
         if session is None:
             return
         self._cancel_frames = session.subscribe_frames(self._on_frame)
@@ -322,7 +326,11 @@ class Feed:
         codecs = {t.codec for t in self.tracks}
         for codec in [c for c in self.encoders if c not in codecs]:
             del self.encoders[codec]  # a running pump finishes its frame, then stops
-        if not self.tracks:
+        self.track_removed()
+
+    def track_removed(self) -> None:
+        """The feed ends with its last video or audio track."""
+        if not self.tracks and not self.audio.tracks:
             self.close()
 
     def end(self) -> None:
@@ -330,6 +338,7 @@ class Feed:
         for track in list(self.tracks):
             track.source_ended = True
             track.stop()
+        self.audio.end()
         self.close()
 
     def close(self) -> None:
@@ -338,6 +347,7 @@ class Feed:
         self.closed = True
         self._detach()
         self._events.cancel()
+        self.audio.close()
         self.source = self.latest = self.fixed = None
         for encoder in self.encoders.values():
             encoder.pending = None
@@ -384,6 +394,18 @@ class Egress:
         feed = self.feed(channel_id=channel_id, session=session)
         return ProcessedVideoTrack(feed, pc, shared, size)
 
+    def audio_track(
+        self,
+        pc: RTCPeerConnection,
+        *,
+        channel_id: str | None = None,
+        session: Session | None = None,
+    ) -> ProcessedAudioTrack:
+        """An audio track for ``pc``: the same source as the feed's video, encoded once."""
+        if (channel_id is None) == (session is None):
+            raise ValueError("give exactly one of channel_id and session")
+        return ProcessedAudioTrack(self.feed(channel_id=channel_id, session=session).audio, pc)
+
     def _on_event(self, event: SessionEvent) -> None:
         if event.type is SessionEventType.OFFERED:
             self._maybe_echo(event.session)
@@ -401,7 +423,9 @@ class Egress:
         ):
             return
         session.send(self.viewer_track(session.pc, session=session))
-        session.log(logging.INFO, "echoing processed video back (sendrecv offer)")
+        if any(m.kind == "audio" and m.direction == "sendrecv" for m in offer.media):
+            session.send(self.audio_track(session.pc, session=session))
+        session.log(logging.INFO, "echoing processed media back (sendrecv offer)")
 
     def close(self) -> None:
         self._events.cancel()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import BadRequest, UnprocessableOffer
 from .sdp import SdpSummary, split_lines, summarise
 
-__all__ = ["OfferSummary", "check_offer", "check_viewer_offer"]
+__all__ = ["OfferSummary", "check_offer", "check_viewer_offer", "wants_audio"]
 
 OfferSummary = SdpSummary
 """What the checks return: the offer's ``SdpSummary``."""
@@ -70,7 +70,9 @@ def check_offer(sdp: str, *, allow_sendrecv: bool = True) -> OfferSummary:
 
 
 def check_viewer_offer(sdp: str) -> OfferSummary:
-    """Summary of a usable WHEP viewer offer, or 400 (not SDP) / 422 (nothing to receive)."""
+    """Summary of a usable WHEP viewer offer, or 400 (not SDP) / 422 (nothing to receive).
+    Its media: the video section, then the first audio one if offered (``wants_audio`` says
+    whether it receives)."""
     from aiortc.sdp import SessionDescription
 
     if not sdp.strip() or not sdp.lstrip().startswith("v="):
@@ -99,10 +101,20 @@ def check_viewer_offer(sdp: str) -> OfferSummary:
         )
     summary = summarise(sdp)
     video_sections = [m for m in summary.media if m.kind == "video"]
+    # the first audio section gets the audio (a viewer's addTrack takes the first audio
+    # transceiver); one the viewer only sends on gets none, and further ones are left alone
+    audio_sections = [m for m in summary.media if m.kind == "audio"]
     return SdpSummary(
-        media=tuple(video_sections[:1]),
+        media=tuple(video_sections[:1] + audio_sections[:1]),
         ice_ufrag=summary.ice_ufrag,
         ice_pwd=summary.ice_pwd,
         candidate_count=summary.candidate_count,
         has_fingerprint=summary.has_fingerprint,
+    )
+
+
+def wants_audio(summary: OfferSummary) -> bool:
+    """True when a viewer offer's audio section receives (``recvonly``/``sendrecv``)."""
+    return any(
+        m.kind == "audio" and m.direction in ("recvonly", "sendrecv", None) for m in summary.media
     )

@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ..pipeline.audio import AudioChunk, AudioProcessor, AudioStats
 from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
+from .audio_jitter import trim_audio_prefetch
 from .end_reason import EndReason, SessionEnd
 from .keyframe_wait import DECODE_WARNINGS, decoder_threads
 from .lifecycle import SessionKind
@@ -244,6 +245,7 @@ class Session:
             task = asyncio.ensure_future(self._consume_video(track))
         else:
             self.has_audio = True
+            trim_audio_prefetch(self.pc)  # 20 ms hold instead of aiortc's 80 (audio_jitter.py)
             self.audio_processor.start()
             task = asyncio.ensure_future(self._consume_audio(track))
         self._tasks.append(task)
