@@ -81,7 +81,7 @@ AUDIO_RMS = """async (seconds) => {
     values.push(Math.sqrt(sum / data.length));
   }
   await context.close();
-  return { state: context.state, max: Math.max(...values), windows: values.length,
+  return { max: Math.max(...values), windows: values.length,
            loud: values.filter((v) => v > 0.01).length };
 }"""
 MUTE_STATE = """() => [document.getElementById("processed").muted,

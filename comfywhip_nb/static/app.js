@@ -345,10 +345,14 @@ async function pollStats() {
     $("s-size").textContent = s.width ? `${s.width}×${s.height}` : "–";
     $("s-prompt").textContent = `v${s.prompt_version} (${s.prompt_source ?? "?"})`;
     $("s-error").textContent = s.last_error || s.audio_last_error || "–";
-    $("s-audio").textContent = s.audio_frames_in
-      ? `${s.audio_frames_in} / ${s.audio_frames_out} / ${s.audio_buffers_dropped} · ` +
-        `${(s.audio_latency_ms ?? 0).toFixed(1)} ms · ${(s.audio_level_out_db ?? -120).toFixed(0)} dB`
+    const audio = s.audio_frames_in > 0;
+    $("s-audio").textContent = audio
+      ? `${s.audio_frames_in} / ${s.audio_frames_out} · ${s.audio_buffers_dropped}`
       : "no audio";
+    $("s-audio-latency").textContent = audio
+      ? `${(s.audio_latency_ms ?? 0).toFixed(1)} ms / ${(s.audio_latency_p95_ms ?? 0).toFixed(1)} ms` +
+        ` · ${(s.audio_level_out_db ?? -120).toFixed(0)} dBFS`
+      : "–";
   } catch {
     // transient: the next poll tries again
   }
