@@ -5,7 +5,8 @@ the benchmark only adds a ``WhipServer.add_frame_hook`` hook (called on the work
 with each ``ProcessedFrame``) that reads the stamp back and, where the scenario asks for a
 preview of every frame, encodes it with ``frames.encode_preview_jpeg`` at 320 px, the same
 work the baseline does. Hot swaps go through ``WhipServer.set_prompts`` from this process's
-main thread, as a notebook cell would.
+main thread, as a notebook cell would. For (h) a ``WhipServer.add_audio_hook`` hook records
+every processed audio buffer (``audio.AudioRecorder``).
 
 With ``comfyui=PATH`` (scenario g) the same server runs the same prompts through a real
 ComfyUI (``WhipServer(comfyui=PATH)``); ``overhead`` then times both engines in process on
