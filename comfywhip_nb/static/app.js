@@ -7,10 +7,11 @@
 // If-Match: <ETag>), the last one with a=end-of-candidates; DELETE the resource on stop.
 // WHEP uses the same exchange with a recvonly offer on /whep/<publisher session id>.
 //
-// Audio: the WHEP offer also asks for audio; the processed <video> plays it. The Start click
-// is a user gesture, so browsers let it play with sound; if one still refuses (autoplay
-// policy), the page mutes it and the Mute button shows "Unmute". The button flips
-// <video id="processed">.muted; the choice stays for the next Start.
+// Audio: the WHEP offer also asks for audio; the processed <video> plays it, with sound by
+// default (Start is a click, and Chromium plays WebRTC streams with sound even without one).
+// A browser whose autoplay policy still refuses gets the element muted and the button showing
+// "Unmute". The button flips <video id="processed">.muted; the choice stays for the next
+// Start, and ?muted=1 starts muted.
 
 const $ = (id) => document.getElementById(id);
 
