@@ -35,20 +35,34 @@ def test_quick_settings_parse() -> None:
     assert settings.codecs == ("H264",)
 
 
+def test_audio_scenario_runs_once_per_run_not_per_codec() -> None:
+    from comfywhip_nb.bench.runner import count_legs
+
+    settings = settings_from_args(build_parser().parse_args(["--scenarios", "h"]))
+    assert settings.codecs == ("VP8", "H264")
+    assert count_legs(settings) == 2 * settings.reps  # one A/B pair, Opus whatever the codec
+    assert "h" in settings_from_args(build_parser().parse_args([])).scenarios  # in the default
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 def test_bench_quick_tiny_writes_json_markdown_png(tmp_path: Path) -> None:
     from comfywhip_nb.bench import main
 
     out = tmp_path / "bench"
-    argv = ["--quick", "--out", str(out), "--scenarios", "a,d", "--size", "160x120"]
+    argv = ["--quick", "--out", str(out), "--scenarios", "a,d,h", "--size", "160x120"]
     argv += ["--duration", "0.5", "--warmup", "0.2", "--reps", "1", "--swap-duration", "1.2"]
     assert main(argv) == 0
     run = json.loads((out / "bench.json").read_text())
     assert (out / "bench.png").stat().st_size > 10_000
     assert "| target |" in (out / "bench.md").read_text()
     names = [c["name"] for c in run["configs"]]
-    assert names == ["a 120p30 VP8", "a 120p max VP8", "d 120p30 hot swap VP8"]
+    assert names == [
+        "a 120p30 VP8",
+        "a 120p max VP8",
+        "d 120p30 hot swap VP8",
+        "h audio 20 ms prompt Opus",
+    ]
     for config in run["configs"]:
         assert [leg["spec"]["stack"] for leg in config["legs"]] in (
             ["baseline", "project"],
@@ -57,6 +71,14 @@ def test_bench_quick_tiny_writes_json_markdown_png(tmp_path: Path) -> None:
         for leg in config["legs"]:
             assert "error" not in leg
             assert leg["frames"] > 0 and leg["p50_ms"] > 0  # stamps were read back
+    audio = run["configs"][-1]["legs"]
+    assert [leg["spec"]["audio"] for leg in audio] == ["passthrough", "prompt"]
+    for leg in audio:  # every buffer's send time was found from its pts
+        assert leg["misread"] == 0 and leg["e2e_p50_ms"] >= leg["p50_ms"]
+    # the prompt's -6 dB gain ran on the audio (the passthrough leg is the tone as received)
+    assert abs(20 * np.log10(audio[1]["rms"] / audio[0]["rms"]) + 6.0) < 1.0
     targets = {row["target"] for row in run["targets"]}
     assert "(f) CPU per frame ratio" in targets
     assert "(d) swap stall ms beyond control" in targets
+    assert "(h) audio added latency p95 ms" in targets
+    assert "(h) audio buffers dropped passthrough / prompt" in targets

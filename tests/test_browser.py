@@ -4,7 +4,10 @@
    shows the processed video over WHEP: the server processes frames, and the page's WHEP
    ``<video>`` plays (``videoWidth`` > 0, ``currentTime`` advancing) with the inverted colours
    of its own camera.
-2. npm ``whip-whep`` (medooze) publishes and views from a page on a second origin (another
+2. With the fake microphone (a beep), the page's WHEP peer receives the server's audio: the
+   processed ``<video>`` holds a live audio track, a Web Audio analyser on that stream hears
+   signal, and the Mute button flips ``video.muted``.
+3. npm ``whip-whep`` (medooze) publishes and views from a page on a second origin (another
    aiohttp server), so every request goes through CORS.
 
 Skipped with a reason when /usr/bin/chromium, Playwright or ``tests/browser/node_modules`` is
@@ -56,6 +59,34 @@ MEAN_RGB = """(id) => {
 }"""
 PLAYING = """(id) => { const v = document.getElementById(id);
   return v.videoWidth > 0 ? [v.videoWidth, v.videoHeight, v.currentTime] : null; }"""
+LIVE_AUDIO = """() => { const s = document.getElementById("processed").srcObject;
+  return !!s && s.getAudioTracks().some((t) => t.readyState === "live" && t.enabled); }"""
+# RMS of the received stream's audio, in windows of 2048 samples every 20 ms for ``seconds``
+# (Chromium's fake microphone beeps briefly, so the windows overlap to miss no beep)
+AUDIO_RMS = """async (seconds) => {
+  const stream = document.getElementById("processed").srcObject;
+  const context = new AudioContext();
+  await context.resume();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 2048;
+  context.createMediaStreamSource(stream).connect(analyser);
+  const data = new Float32Array(analyser.fftSize);
+  const values = [];
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    analyser.getFloatTimeDomainData(data);
+    let sum = 0;
+    for (const x of data) sum += x * x;
+    values.push(Math.sqrt(sum / data.length));
+  }
+  await context.close();
+  return { max: Math.max(...values), windows: values.length,
+           loud: values.filter((v) => v > 0.01).length };
+}"""
+MUTE_STATE = """() => [document.getElementById("processed").muted,
+  document.getElementById("mute").getAttribute("aria-pressed"),
+  document.getElementById("mute-label").textContent]"""
 
 WHIP_WHEP_PAGE = """<!doctype html><meta charset="utf-8"><title>whip-whep interop</title>
 <video id="local" autoplay muted playsinline></video>
@@ -149,6 +180,38 @@ def test_builtin_page_publishes_and_watches(server: Any, browser: Any) -> None:
         assert page.evaluate("window.comfywhip.errors") == []
         page.screenshot(path=str(SCREENSHOT_DIR / "comfywhip_page.png"))
         page.click("#stop")  # DELETEs both resources
+        wait_until(lambda: not server.sessions, timeout=10)
+    except BaseException:
+        print("\n".join(messages[-40:]))
+        raise
+    finally:
+        page.close()
+
+
+def test_builtin_page_plays_processed_audio_with_mute_toggle(server: Any, browser: Any) -> None:
+    messages: list[str] = []
+    page = _page(browser, messages)
+    try:
+        page.goto(f"{server.url}/")
+        page.wait_for_selector("body[data-ready]")
+        page.select_option("#microphone", "")  # the default (fake, beeping) microphone
+        page.click("#start")
+        page.wait_for_function("window.comfywhip.whepState === 'connected'", timeout=15000)
+        wait_until(lambda: any(s["audio_frames_out"] > 50 for s in _publishers(server)))
+        _wait_page(page, LIVE_AUDIO)
+        assert page.evaluate("window.comfywhip.audioTracks") == 1
+        # Start was a click and the browser allows autoplay: sound on, the button says Mute
+        assert page.evaluate(MUTE_STATE) == [False, "false", "Mute"]
+        heard = page.evaluate(AUDIO_RMS, 3.0)
+        assert heard["windows"] > 50, heard
+        assert heard["max"] > 0.02 and heard["loud"] >= 3, heard  # beeps, not silence
+        page.click("#mute")
+        assert page.evaluate(MUTE_STATE) == [True, "true", "Unmute"]
+        page.screenshot(path=str(SCREENSHOT_DIR / "comfywhip_page_muted.png"))
+        page.click("#mute")
+        assert page.evaluate(MUTE_STATE) == [False, "false", "Mute"]
+        assert page.evaluate("window.comfywhip.errors") == []
+        page.click("#stop")
         wait_until(lambda: not server.sessions, timeout=10)
     except BaseException:
         print("\n".join(messages[-40:]))

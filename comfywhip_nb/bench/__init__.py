@@ -1,8 +1,9 @@
 """``comfywhip bench``: the project against a raw aiortc + PyAV + torch receiver, same run.
 
 Lives inside the package (not only in ``benchmarks/``) so the installed console script can
-run it. Scenarios (a)-(f) of issue 6, each an A/B pair of legs alternated A B A B; see
-``benchmarks/README.md`` for what each one measures and ``scenarios.py`` for the legs.
+run it. Scenarios (a)-(f) of issue 6 and (h), the audio latency of issue 15, each an A/B pair
+of legs alternated A B A B; see ``benchmarks/README.md`` for what each one measures and
+``scenarios.py`` for the legs.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ the benchmark only adds a ``WhipServer.add_frame_hook`` hook (called on the work
 with each ``ProcessedFrame``) that reads the stamp back and, where the scenario asks for a
 preview of every frame, encodes it with ``frames.encode_preview_jpeg`` at 320 px, the same
 work the baseline does. Hot swaps go through ``WhipServer.set_prompts`` from this process's
-main thread, as a notebook cell would.
+main thread, as a notebook cell would. For (h) a ``WhipServer.add_audio_hook`` hook records
+every processed audio buffer (``audio.AudioRecorder``).
 
 With ``comfyui=PATH`` (scenario g) the same server runs the same prompts through a real
 ComfyUI (``WhipServer(comfyui=PATH)``); ``overhead`` then times both engines in process on
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .audio import AudioRecorder, BenchAudioGain, audio_prompt
 from .procs import command_loop, loopback_only, quiet_logs
 from .recorder import Recorder
 
@@ -87,15 +89,17 @@ class _Project:
         from comfywhip_nb.prompts import register_nodes
         from comfywhip_nb.server import WhipServer
 
-        register_nodes({"BenchSlowInvert": SlowInvert})
+        register_nodes({"BenchSlowInvert": SlowInvert, "BenchAudioGain": BenchAudioGain})
         self.encode_preview = encode_preview_jpeg
         self.recorder = Recorder()
+        self.audio_recorder = AudioRecorder()
         self.preview = True
         self.server = WhipServer(
             port=0, prompts=INVERT_PROMPT, max_sessions=64, comfyui=comfyui, frame_timeout=30.0
         )
         self.server.start()
         self.server.add_frame_hook(self._on_frame)
+        self.server.add_audio_hook(self.audio_recorder.on_chunk)
         self.swaps: list[float] = []
 
     def _on_frame(self, processed: Any) -> None:
@@ -110,7 +114,10 @@ class _Project:
             "frames_processed": sum(i.frames_processed for i in infos),
             "frames_dropped": sum(i.frames_dropped for i in infos),
             "sessions": sum(1 for i in infos if i.connection_state == "connected"),
-            "errors": [i.last_error for i in infos if i.last_error],
+            "errors": [i.last_error for i in infos if i.last_error]
+            + [i.audio_last_error for i in infos if i.audio_last_error],
+            "audio_frames_in": sum(i.audio_frames_in for i in infos),
+            "audio_buffers_dropped": sum(i.audio_buffers_dropped for i in infos),
         }
 
     def _swapper(self, every: float, dry: bool) -> Any:
@@ -167,13 +174,20 @@ class _Project:
         cmd = msg["cmd"]
         if cmd == "setup":
             self.recorder.reset()
+            self.audio_recorder.reset()
             self.preview = msg.get("preview") == "frame"
             delay = float(msg.get("delay", 0.0))
-            prompt = PROMPTS[msg.get("prompt") or "invert"]
+            prompt: Any = PROMPTS[msg.get("prompt") or "invert"]
+            if msg.get("audio") == "prompt":  # (h): the video graph and an audio graph
+                prompt = [prompt, audio_prompt(float(msg.get("audio_buffer_ms", 20.0)))]
             self.server.set_prompts(slow_prompt(delay) if delay else prompt)
             return {"url": self.server.whip_url, "base": self.server.url}
         if cmd == "overhead":
             return self.overhead(msg["prompt"], msg["width"], msg["height"], msg["reps"])
+        if cmd == "measure" and msg.get("audio"):
+            return self.audio_recorder.measure(
+                msg["sessions"], msg["warmup"], msg["duration"], self.counters
+            )
         if cmd == "measure":
             every = msg.get("swap_every")
             during = self._swapper(float(every), bool(msg.get("swap_dry"))) if every else None

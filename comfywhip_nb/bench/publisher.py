@@ -1,5 +1,8 @@
 """The publisher process: N aiortc peer connections sending stamped frames, send times kept.
 
+For (h) each connection sends a paced sine (``TimedSine``, Opus) and no video instead; its
+send times are kept per 20 ms frame.
+
 The same code publishes to the raw baseline and to the project (a plain SDP POST, which is
 what WHIP is), so the two receivers see identical bytes. Each frame carries its session
 number and index in a luma stamp (``stamp.py``); ``time.monotonic()`` at the moment the frame
@@ -30,10 +33,11 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from yarl import URL
 
+from ..client.sources import SineAudioTrack
 from .procs import command_loop, cpu_seconds, loopback_only, quiet_logs
 from .stamp import stamp_yuv420p
 
-__all__ = ["StampedTrack", "content_cycle", "publisher_main"]
+__all__ = ["StampedTrack", "TimedSine", "content_cycle", "publisher_main"]
 
 CLOCK = 90000
 CYCLE = 30
@@ -99,6 +103,20 @@ class StampedTrack(VideoStreamTrack):
         return frame
 
 
+class TimedSine(SineAudioTrack):
+    """A paced 440 Hz sine that notes when each 20 ms frame went to aiortc: frame ``n``
+    (pts ``n * 960`` at 48 kHz) in ``send_times[n]``, for (h)'s end-to-end latency."""
+
+    def __init__(self) -> None:
+        super().__init__(volume=0.3)
+        self.send_times: list[float] = []
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()
+        self.send_times.append(time.monotonic())
+        return frame
+
+
 class _Publisher:
     """Owns the publisher's event loop thread and its peer connections."""
 
@@ -108,6 +126,7 @@ class _Publisher:
         self.thread.start()
         self.pcs: list[RTCPeerConnection] = []
         self.tracks: list[StampedTrack] = []
+        self.audio_tracks: list[TimedSine] = []
         self.locations: list[str] = []
         self.cycles: dict[tuple[int, int], list[np.ndarray]] = {}
         self.cpu_start, self.wall_start = cpu_seconds(), time.monotonic()
@@ -125,16 +144,22 @@ class _Publisher:
             for c in RTCRtpSender.getCapabilities("video").codecs
             if c.mimeType.lower() in (f"video/{msg['codec'].lower()}", "video/rtx")
         ]
+        audio_only = msg.get("media") == "audio"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
             for session in range(int(msg["sessions"])):
-                track = StampedTrack(session, width, height, msg.get("fps"), self.cycles[key])
                 pc = RTCPeerConnection(
                     RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
                 )
                 self.pcs.append(pc)
-                self.tracks.append(track)
-                transceiver = pc.addTransceiver(track, direction="sendonly")
-                transceiver.setCodecPreferences(codecs)
+                if audio_only:  # (h): a microphone alone, a paced 440 Hz sine in Opus
+                    tone = TimedSine()
+                    self.audio_tracks.append(tone)
+                    pc.addTransceiver(tone, direction="sendonly")
+                else:
+                    track = StampedTrack(session, width, height, msg.get("fps"), self.cycles[key])
+                    self.tracks.append(track)
+                    transceiver = pc.addTransceiver(track, direction="sendonly")
+                    transceiver.setCodecPreferences(codecs)
                 await pc.setLocalDescription(await pc.createOffer())
                 headers = {"Content-Type": "application/sdp"}
                 body = pc.localDescription.sdp
@@ -154,8 +179,9 @@ class _Publisher:
 
     async def stop(self) -> dict[str, Any]:
         send_times = [list(t.send_times) for t in self.tracks]
+        audio_send_times = [list(t.send_times) for t in self.audio_tracks]
         cpu_share = (cpu_seconds() - self.cpu_start) / max(time.monotonic() - self.wall_start, 1e-6)
-        for track in self.tracks:
+        for track in [*self.tracks, *self.audio_tracks]:
             track.stop()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             for location in self.locations:
@@ -165,8 +191,12 @@ class _Publisher:
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     pass
         await asyncio.gather(*(pc.close() for pc in self.pcs), return_exceptions=True)
-        self.pcs, self.tracks, self.locations = [], [], []
-        return {"send_times": send_times, "cpu_share": cpu_share}
+        self.pcs, self.tracks, self.audio_tracks, self.locations = [], [], [], []
+        return {
+            "send_times": send_times,
+            "audio_send_times": audio_send_times,
+            "cpu_share": cpu_share,
+        }
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         if msg["cmd"] == "start":

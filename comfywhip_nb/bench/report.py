@@ -92,6 +92,19 @@ def markdown(run: dict[str, Any]) -> str:
             f"{_fmt(b['stall_ms'])} ms; at the same instants without swapping median "
             f"{_fmt(a['stall_median_ms'])} ms, worst {_fmt(a['stall_ms'])} ms.",
         ]
+    for config in (c for c in run["configs"] if c["scenario"] == "h"):
+        a, b = config["summary"]["A"], config["summary"]["B"]
+        lines += [
+            "",
+            f"(h) {config['name']}: audio buffers per second {_fmt(a['fps'])} / "
+            f"{_fmt(b['fps'])}, received -> processed latency p50 {_fmt(a['p50_ms'], 2)} / "
+            f"{_fmt(b['p50_ms'], 2)} ms, p95 {_fmt(a['p95_ms'], 2)} / {_fmt(b['p95_ms'], 2)} ms, "
+            f"buffers dropped {_fmt(a['dropped'])} / {_fmt(b['dropped'])}; end to end "
+            f"(publisher send -> processed) p50 {_fmt(a['e2e_p50_ms'], 2)} / "
+            f"{_fmt(b['e2e_p50_ms'], 2)} ms, p95 {_fmt(a['e2e_p95_ms'], 2)} / "
+            f"{_fmt(b['e2e_p95_ms'], 2)} ms (passthrough / audio prompt; in the table above "
+            "fps is audio buffers per second).",
+        ]
     errors = [(c["name"], g["error"]) for c in run["configs"] for g in c["legs"] if "error" in g]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {name}: {err}" for name, err in errors]

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .audio import audio_leg_metrics
 from .baseline import baseline_main
 from .procs import Child
 from .project import project_main
@@ -95,7 +96,13 @@ class Runner:
     def run_leg(self, spec: LegSpec) -> dict[str, Any]:
         receiver, publisher = self.children[spec.stack], self.children["publisher"]
         setup = receiver.call(
-            {"cmd": "setup", "delay": spec.delay, "preview": spec.preview, "prompt": spec.prompt},
+            {
+                "cmd": "setup",
+                "delay": spec.delay,
+                "preview": spec.preview,
+                "prompt": spec.prompt,
+                "audio": spec.audio,
+            },
             60,
         )
         poller = None
@@ -109,6 +116,7 @@ class Runner:
                     "height": spec.height,
                     "fps": spec.fps,
                     "codec": spec.codec,
+                    "media": "audio" if spec.audio else "video",
                 },
                 90,
             )
@@ -124,6 +132,7 @@ class Runner:
                     "swap_every": spec.swap_every,
                     "swap_dry": spec.swap_dry,
                     "settle": self.settings.settle if spec.settle else 0.0,
+                    "audio": bool(spec.audio),
                 },
                 60 + spec.warmup + self.settings.settle + spec.duration,
             )
@@ -133,7 +142,10 @@ class Runner:
                 poller.join(10)
             sent = publisher.call({"cmd": "stop"}, 60)  # also after a failed start
             receiver.call({"cmd": "reset"}, 60)
-        result = leg_metrics(spec, measure, sent["send_times"])
+        if spec.audio:
+            result = audio_leg_metrics(spec, measure, sent.get("audio_send_times") or [])
+        else:
+            result = leg_metrics(spec, measure, sent["send_times"])
         result["publisher_cpu_share"] = round(sent.get("cpu_share", 0.0), 3)
         if poller is not None:
             result["previews_fetched"] = poller.fetched
@@ -147,6 +159,12 @@ class Runner:
         head = f"[{self.done:3d}/{self.total} {elapsed:5.0f}s eta {eta:4.0f}s]"
         if "error" in result:
             line = f"ERROR {result['error'].splitlines()[0]}"
+        elif spec.audio:
+            line = (
+                f"{result['fps']:6.1f} buffers/s  p50 {result['p50_ms'] or 0:6.2f} ms  "
+                f"p95 {result['p95_ms'] or 0:6.2f} ms  (received -> processed)  "
+                f"dropped {result['dropped']}"
+            )
         else:
             line = (
                 f"{result['fps']:6.1f} fps  p50 {result['p50_ms'] or 0:6.1f} ms  "
@@ -181,6 +199,8 @@ class Runner:
         results: list[dict[str, Any]] = []
         for codec in self.settings.codecs:
             for scenario in self.settings.scenarios:
+                if scenario == "h" and codec != self.settings.codecs[0]:
+                    continue  # audio is Opus whatever the video codec: once per run
                 if scenario == "b":
                     results += self._run_b(codec)
                     continue
@@ -224,10 +244,12 @@ class Runner:
 def count_legs(settings: Settings) -> int:
     """Legs a run will take at most ((b) may stop early)."""
     per_config = 2 * settings.reps
-    count = 0
+    count = once = 0
     for scenario in settings.scenarios:
         if scenario == "b":
             count += len(settings.b_sessions)
+        elif scenario == "h":
+            once += len(configs_for(scenario, settings, "VP8"))
         else:
             count += len(configs_for(scenario, settings, "VP8"))
-    return count * per_config * len(settings.codecs)
+    return (count * len(settings.codecs) + once) * per_config

@@ -6,6 +6,8 @@ baseline and B the project; (d) and (e) compare the project with itself (no swap
 swap every second, no preview vs a 15 fps preview), since the raw stack has neither.
 (f) reuses the CPU time measured in (a). (g) runs the same prompts through the built-in
 engine (A) and a real ComfyUI (B, ``--comfyui PATH``); it is not in the default set.
+(h) publishes audio alone and compares no audio prompt (A, passthrough) with a 20 ms audio
+prompt (B) on the project (``audio.py``); it runs once per bench run, not once per codec.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .audio import AUDIO_BUFFER_MS
+
 __all__ = ["Config", "LegSpec", "Settings", "configs_for", "leg_metrics"]
 
-SCENARIOS = "abcdefg"
-DEFAULT_SCENARIOS = "abcdef"
+SCENARIOS = "abcdefgh"
+DEFAULT_SCENARIOS = "abcdefh"
 """(g) needs a ComfyUI folder, so it runs only when asked for."""
 ENGINE_PROMPTS = ("invert", "blur")
 STALL_WINDOW_INTERVALS = 3
@@ -71,8 +75,14 @@ class LegSpec:
     """Let a start-up receive backlog drain first (input the stack is expected to sustain)."""
     prompt: str = "invert"
     """The receiver's prompt (``project.PROMPTS``); (c) replaces it with a slow node."""
+    audio: str = ""
+    """(h): "passthrough" (no audio prompt) or "prompt" (``audio.audio_prompt``); the
+    publisher then sends audio only. Empty: a video leg."""
 
     def describe(self) -> str:
+        if self.audio:
+            many = f" x{self.sessions}" if self.sessions > 1 else ""
+            return f"({self.scenario}) audio Opus{many} {self.label}"
         rate = f"{self.fps:g} fps" if self.fps else "unpaced"
         many = f" x{self.sessions}" if self.sessions > 1 else ""
         return f"({self.scenario}) {self.height}p {rate}{many} {self.codec} {self.label}"
@@ -172,6 +182,18 @@ def configs_for(scenario: str, settings: Settings, codec: str, sessions: int = 1
             b = replace(a, side="B", stack="comfyui", label="ComfyUI engine")
             configs.append(Config("g", a.config, a, b, {"prompt": prompt}))
         return configs
+    if scenario == "h":
+        a = LegSpec(
+            scenario="h",
+            config=f"h audio {AUDIO_BUFFER_MS:g} ms prompt Opus",
+            label="no audio prompt",
+            sessions=1,
+            audio="passthrough",
+            **{**project, "fps": None},  # type: ignore[arg-type]
+            **{**base, "codec": "Opus"},
+        )
+        b = replace(a, side="B", label=f"audio prompt {AUDIO_BUFFER_MS:g} ms", audio="prompt")
+        return [Config("h", a.config, a, b, {"buffer_ms": AUDIO_BUFFER_MS})]
     return []  # (f) is computed from (a)
 
 

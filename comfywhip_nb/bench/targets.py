@@ -33,6 +33,8 @@ AVERAGED = (
     "stall_ms",
     "stall_median_ms",
     "swap_max_gap_ms",
+    "e2e_p50_ms",
+    "e2e_p95_ms",
 )
 
 
@@ -169,12 +171,41 @@ def check_targets(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 rows.append(
                     _row("(g) prompt ms/frame ComfyUI - built-in", name, diff, "info", INFO)
                 )
+            elif scenario == "h":
+                rows += _audio_rows(name, s)
         if b_seen:
             value = f"project {held['B']} / baseline {held['A']}"
             limit = "N(project) >= N(baseline)"
             passed = held["B"] >= held["A"]
             rows.append(_row("(b) sessions held at 30 fps", f"b {codec}", value, limit, passed))
     return rows
+
+
+def _audio_rows(name: str, s: dict[str, Any]) -> list[dict[str, Any]]:
+    """(h): latency of each leg, what the audio prompt adds (B - A), buffers dropped. The
+    added p95 target is one 20 ms frame: a prompt that keeps up adds less than a frame."""
+    a, b = s["A"], s["B"]
+    rows = []
+    for key, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
+        both = f"{_fmt(a[key])} / {_fmt(b[key])}"
+        rows.append(_row(f"(h) audio {label} ms passthrough / prompt", name, both, "info", INFO))
+    for key, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
+        added = None if a[key] is None or b[key] is None else round(b[key] - a[key], 2)
+        if label == "p50":
+            rows.append(_row("(h) audio added latency p50 ms", name, added, "info", INFO))
+        else:
+            limit = "<= 20"
+            rows.append(_row("(h) audio added latency p95 ms", name, added, limit, _le(added, 20)))
+    both = f"{_fmt(a['e2e_p50_ms'])} / {_fmt(b['e2e_p50_ms'])}"
+    rows.append(_row("(h) audio send -> processed p50 ms", name, both, "info", INFO))
+    dropped = f"{_fmt(a['dropped'])} / {_fmt(b['dropped'])}"
+    ok = None if b["dropped"] is None else b["dropped"] == 0
+    rows.append(_row("(h) audio buffers dropped passthrough / prompt", name, dropped, "0 / 0", ok))
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _ge(value: float | None, limit: float) -> bool | None:

@@ -6,6 +6,12 @@
 // gathering), then send gathered candidates in PATCHes (application/trickle-ice-sdpfrag, with
 // If-Match: <ETag>), the last one with a=end-of-candidates; DELETE the resource on stop.
 // WHEP uses the same exchange with a recvonly offer on /whep/<publisher session id>.
+//
+// Audio: the WHEP offer also asks for audio; the processed <video> plays it, with sound by
+// default (Start is a click, and Chromium plays WebRTC streams with sound even without one).
+// A browser whose autoplay policy still refuses gets the element muted and the button showing
+// "Unmute". The button flips <video id="processed">.muted; the choice stays for the next
+// Start, and ?muted=1 starts muted.
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,7 +37,7 @@ const EMBEDDED_PRESETS = {
 // Visible to tests and to the curious (devtools): the page's whole state.
 const state = (window.comfywhip = {
   whipState: "idle", whepState: "idle", sessionId: null, whipUrl: null, whepUrl: null,
-  stats: null, presets: {}, errors: [],
+  stats: null, presets: {}, errors: [], muted: false, audioTracks: 0,
 });
 let live = null; // {stream, pc, vpc, whip, whep, timer}
 
@@ -240,8 +246,15 @@ async function start() {
     // watch this session's own processed video (not whoever is newest on the channel)
     const vpc = (live.vpc = new RTCPeerConnection({ bundlePolicy: "max-bundle" }));
     vpc.addTransceiver("video", { direction: "recvonly" });
+    vpc.addTransceiver("audio", { direction: "recvonly" });
+    const received = new MediaStream(); // video and audio in one element: they play in sync
+    state.audioTracks = 0;
     vpc.ontrack = (event) => {
-      $("processed").srcObject = event.streams[0] || new MediaStream([event.track]);
+      received.addTrack(event.track);
+      if (event.track.kind === "audio") state.audioTracks += 1;
+      const processed = $("processed");
+      if (processed.srcObject !== received) processed.srcObject = received;
+      playProcessed();
     };
     live.whep = new Resource(`${base()}/whep/${state.sessionId}`, "WHEP", (s) => setState("whep", s));
     await live.whep.open(vpc);
@@ -269,6 +282,31 @@ async function stop() {
   setState("whep", "idle");
   if (document.body.dataset.state !== "error") document.body.dataset.state = "idle";
   $("start").disabled = false;
+}
+
+// Play the processed stream; with sound unless the user muted it or the browser refuses.
+function playProcessed() {
+  const processed = $("processed");
+  processed.muted = state.muted;
+  processed.play().catch((error) => {
+    if (error.name !== "NotAllowedError" || processed.muted) return; // e.g. a newer srcObject
+    setMuted(true);
+    log("the browser refused to play sound without a click: muted (press Unmute)");
+    processed.play().catch(() => {});
+  });
+}
+
+function setMuted(muted) {
+  state.muted = muted;
+  $("processed").muted = muted;
+  const button = $("mute");
+  button.setAttribute("aria-pressed", String(muted));
+  $("mute-label").textContent = muted ? "Unmute" : "Mute";
+}
+
+function toggleMute() {
+  setMuted(!state.muted);
+  if (!state.muted) $("processed").play().catch(() => {}); // a click: sound is allowed now
 }
 
 async function changePreset() {
@@ -307,7 +345,15 @@ async function pollStats() {
     $("s-latency").textContent = `${s.latency_ms.toFixed(1)} ms / ${(s.latency_p95_ms ?? 0).toFixed(1)} ms`;
     $("s-size").textContent = s.width ? `${s.width}×${s.height}` : "–";
     $("s-prompt").textContent = `v${s.prompt_version} (${s.prompt_source ?? "?"})`;
-    $("s-error").textContent = s.last_error || "–";
+    $("s-error").textContent = s.last_error || s.audio_last_error || "–";
+    const audio = s.audio_frames_in > 0;
+    $("s-audio").textContent = audio
+      ? `${s.audio_frames_in} / ${s.audio_frames_out} · ${s.audio_buffers_dropped}`
+      : "no audio";
+    $("s-audio-latency").textContent = audio
+      ? `${(s.audio_latency_ms ?? 0).toFixed(1)} ms / ${(s.audio_latency_p95_ms ?? 0).toFixed(1)} ms` +
+        ` · ${(s.audio_level_out_db ?? -120).toFixed(0)} dBFS`
+      : "–";
   } catch {
     // transient: the next poll tries again
   }
@@ -326,6 +372,8 @@ function init() {
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", stop);
   $("preset").addEventListener("change", changePreset);
+  $("mute").addEventListener("click", toggleMute);
+  setMuted(params.get("muted") === "1");
   window.addEventListener("pagehide", () => {
     live?.whep?.close(true);
     live?.whip?.close(true);
