@@ -5,6 +5,7 @@ One definition each, so a test file names the graph it runs instead of redefinin
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 INVERT: dict[str, Any] = {
@@ -57,3 +58,33 @@ def reference_image(
 SDP = {"Content-Type": "application/sdp"}
 FRAG = {"Content-Type": "application/trickle-ice-sdpfrag"}
 JSON = {"Content-Type": "application/json"}
+
+
+class AudioScale:
+    """A custom V1 audio node registered by the audio tests: multiplies the waveform by
+    ``factor`` (and can be told to sleep or to fail)."""
+
+    CATEGORY = "test"
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "audio": ("AUDIO",),
+                "factor": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0}),
+            },
+            "optional": {
+                "sleep": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0}),
+                "fail": ("BOOLEAN", {"default": False}),
+            },
+        }
+
+    def run(
+        self, audio: dict, factor: float = 1.0, sleep: float = 0.0, fail: bool = False
+    ) -> tuple[dict]:
+        if fail:
+            raise RuntimeError("scale refused")
+        time.sleep(sleep)
+        return ({**audio, "waveform": audio["waveform"] * factor},)

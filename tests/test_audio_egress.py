@@ -28,6 +28,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
+from graphs import AudioScale
 from helpers import async_wait_until, server_threads, tone_stats
 
 from comfywhip_nb import WhipServer, register_nodes
@@ -38,29 +39,9 @@ from comfywhip_nb.rtc.audio_jitter import AUDIO_PREFETCH
 from comfywhip_nb.rtc.teardown import break_peer_cycles
 
 
-class Scale:
-    """A custom V1 audio node: multiplies the waveform by ``factor``."""
-
-    CATEGORY = "test"
-    RETURN_TYPES = ("AUDIO",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "audio": ("AUDIO",),
-                "factor": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0}),
-            }
-        }
-
-    def run(self, audio: dict, factor: float = 1.0) -> tuple[dict]:
-        return ({**audio, "waveform": audio["waveform"] * factor},)
-
-
 @pytest.fixture(autouse=True)
 def scale_node() -> Iterator[None]:
-    register_nodes({"TestEgressScale": Scale})
+    register_nodes({"TestEgressScale": AudioScale})
     yield
     unregister_nodes("TestEgressScale")
 

@@ -12,6 +12,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from graphs import AudioScale
 from helpers import async_wait_until, tone_stats, wait_until
 
 from comfywhip_nb import WhipServer, load_prompt, register_nodes
@@ -35,38 +36,9 @@ def opus_like_frame(index: int, freq: float = 440.0, volume: float = 0.5) -> av.
     return frame
 
 
-class Scale:
-    """A custom V1 audio node: multiplies the waveform (and can be told to sleep or fail)."""
-
-    CATEGORY = "test"
-    RETURN_TYPES = ("AUDIO",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "audio": ("AUDIO",),
-                "factor": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0}),
-            },
-            "optional": {
-                "sleep": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0}),
-                "fail": ("BOOLEAN", {"default": False}),
-            },
-        }
-
-    def run(
-        self, audio: dict, factor: float = 1.0, sleep: float = 0.0, fail: bool = False
-    ) -> tuple[dict]:
-        if fail:
-            raise RuntimeError("scale refused")
-        time.sleep(sleep)
-        return ({**audio, "waveform": audio["waveform"] * factor},)
-
-
 @pytest.fixture(autouse=True)
 def scale_node() -> Iterator[None]:
-    register_nodes({"TestAudioScale": Scale})
+    register_nodes({"TestAudioScale": AudioScale})
     yield
     unregister_nodes("TestAudioScale")
 

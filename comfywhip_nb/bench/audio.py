@@ -6,7 +6,8 @@ video. The project receiver records every processed audio buffer through
 ``received_at`` (its first input frame reached the audio worker's inbox, after aiortc's
 jitter buffer and Opus decoder) to ``processed_at`` (the prompt's output is ready). Leg A runs
 no audio prompt (the worker passes each frame through); leg B runs LoadAudioTensor
-(``buffer_size`` 20 ms, one Opus frame) -> ``BenchAudioGain`` -> SaveAudioTensor. Network and
+(``buffer_size`` 20 ms, one Opus frame) -> the built-in ``LiveAudioGain`` (-6 dB; the
+ComfyUI engine registers it too) -> SaveAudioTensor. Network and
 decoding are the same in both legs, so B - A is what the audio prompt path adds.
 """
 
@@ -26,7 +27,6 @@ from .procs import cpu_seconds
 __all__ = [
     "AUDIO_BUFFER_MS",
     "AudioRecorder",
-    "BenchAudioGain",
     "audio_leg_metrics",
     "audio_prompt",
 ]
@@ -38,33 +38,12 @@ AUDIO_BUFFER_MS = 20.0
 GAIN_DB = -6.0
 
 
-class BenchAudioGain:
-    """A custom V1 audio node: gain in dB (real work on every buffer, as a live node does)."""
-
-    CATEGORY = "benchmark"
-    RETURN_TYPES = ("AUDIO",)
-    FUNCTION = "run"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "audio": ("AUDIO",),
-                "gain_db": ("FLOAT", {"default": 0.0, "min": -96.0, "max": 24.0}),
-            }
-        }
-
-    def run(self, audio: dict[str, Any], gain_db: float) -> tuple[dict[str, Any]]:
-        factor = 10.0 ** (gain_db / 20.0)
-        return ({**audio, "waveform": (audio["waveform"] * factor).clamp(-1.0, 1.0)},)
-
-
 def audio_prompt(buffer_ms: float = AUDIO_BUFFER_MS) -> dict[str, Any]:
-    """LoadAudioTensor -> BenchAudioGain -> SaveAudioTensor (node ids apart from video's)."""
+    """LoadAudioTensor -> LiveAudioGain -> SaveAudioTensor (node ids apart from video's)."""
     return {
         "101": {"class_type": "LoadAudioTensor", "inputs": {"buffer_size": buffer_ms}},
         "102": {
-            "class_type": "BenchAudioGain",
+            "class_type": "LiveAudioGain",
             "inputs": {"audio": ["101", 0], "gain_db": GAIN_DB},
         },
         "103": {"class_type": "SaveAudioTensor", "inputs": {"audio": ["102", 0]}},

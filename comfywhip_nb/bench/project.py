@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .audio import AudioRecorder, BenchAudioGain, audio_prompt
+from .audio import AudioRecorder, audio_prompt
 from .procs import command_loop, loopback_only, quiet_logs
 from .recorder import Recorder
 
@@ -89,7 +89,7 @@ class _Project:
         from comfywhip_nb.prompts import register_nodes
         from comfywhip_nb.server import WhipServer
 
-        register_nodes({"BenchSlowInvert": SlowInvert, "BenchAudioGain": BenchAudioGain})
+        register_nodes({"BenchSlowInvert": SlowInvert})
         self.encode_preview = encode_preview_jpeg
         self.recorder = Recorder()
         self.audio_recorder = AudioRecorder()

@@ -42,7 +42,6 @@ from .audio_buffer import SampleBuffer
 from .audio_frames import (
     FRAME_MS,
     SILENCE_DB,
-    array_to_frames,
     audio_from_prompt,
     frame_to_array,
     level_db,
@@ -85,10 +84,6 @@ class AudioChunk:
     @property
     def duration_s(self) -> float:
         return self.samples.shape[1] / self.sample_rate
-
-    def to_frames(self, samples_per_frame: int | None = None) -> list[av.AudioFrame]:
-        """Packed s16 frames (20 ms unless told), pts from ``pts`` in ``1/sample_rate``."""
-        return array_to_frames(self.samples, self.sample_rate, self.pts, samples_per_frame)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .graph import NodeError, PromptError, ValidatedGraph, id_key, parse_prompt
+from .streams import audio_buffer_ms
 
 __all__ = ["NodeExecutionError", "Prompt", "list_presets", "load_preset", "load_prompt"]
 
@@ -234,13 +235,7 @@ class Prompt:
     @property
     def audio_buffer_ms(self) -> float | None:
         """The first LoadAudioTensor's ``buffer_size`` (ms): audio per run; None without one."""
-        for graph in self._graphs:
-            for node_id in sorted(graph.nodes, key=id_key):
-                node = graph.nodes[node_id]
-                if node.class_type == "LoadAudioTensor":
-                    value = node.literals.get("buffer_size", 500.0)
-                    return float(value) if isinstance(value, (int, float)) else 500.0
-        return None
+        return audio_buffer_ms(self._api)
 
     @property
     def graphs(self) -> list[dict[str, Any]]:

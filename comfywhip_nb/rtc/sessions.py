@@ -24,6 +24,7 @@ from ..pipeline.audio import AudioChunk, AudioProcessor, AudioStats
 from ..pipeline.processor import FrameProcessor, ProcessedFrame, ProcessingStats
 from .audio_jitter import trim_audio_prefetch
 from .end_reason import EndReason, SessionEnd
+from .handoff import LoopHandoff
 from .keyframe_wait import DECODE_WARNINGS, decoder_threads
 from .lifecycle import SessionKind
 from .netstats import RtpCounters
@@ -106,8 +107,8 @@ class Session:
         self.loop = asyncio.get_running_loop()
         self._worker_hooks = worker_hooks
         self._audio_hooks = audio_hooks
-        self._frame_subscribers: list[FrameHook] = []
-        self._audio_subscribers: list[Callable[[AudioChunk], None]] = []
+        self._frames: LoopHandoff[ProcessedFrame] = LoopHandoff(self.loop, f"{self.id[:8]} frame")
+        self._audio: LoopHandoff[AudioChunk] = LoopHandoff(self.loop, f"{self.id[:8]} audio")
         self.processor = FrameProcessor(
             self.id[:8], frame_timeout=frame_timeout, on_processed=self._on_worker_frame
         )
@@ -126,42 +127,18 @@ class Session:
     def connection_state(self) -> str:
         return "closed" if self.closed else self.pc.connectionState
 
-    # -- processed frames: the one worker -> loop crossing ---------------------------------
+    # -- processed media: the one worker -> loop crossing per stream ----------------------
     def _on_worker_frame(self, processed: ProcessedFrame) -> None:
-        """Worker thread: the server's hooks, then one hand-over to the loop if anyone reads."""
+        """Video worker thread: the server's hooks, then one hand-over to the loop."""
         hooks = self._worker_hooks() if self._worker_hooks is not None else ()
         for hook in hooks:
             try:
                 hook(processed)
             except Exception:
                 logger.exception("WHIP: %s frame hook failed", self.id[:8])
-        if self._frame_subscribers and not self.closed:
-            with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
-                self.loop.call_soon_threadsafe(self._deliver_frame, processed)
+        if not self.closed:
+            self._frames.deliver_soon(processed)
 
-    def _deliver_frame(self, processed: ProcessedFrame) -> None:
-        for subscriber in list(self._frame_subscribers):
-            try:
-                subscriber(processed)
-            except Exception:
-                logger.exception("WHIP: %s frame subscriber failed", self.id[:8])
-
-    def subscribe_frames(self, subscriber: FrameHook) -> Callable[[], None]:
-        """Call ``subscriber(processed)`` on the loop for each processed frame; returns the
-        function that ends the subscription (closing the session ends it too)."""
-        self._frame_subscribers.append(subscriber)
-
-        def cancel() -> None:
-            with contextlib.suppress(ValueError):
-                self._frame_subscribers.remove(subscriber)
-
-        return cancel
-
-    @property
-    def frame_subscribers(self) -> int:
-        return len(self._frame_subscribers)
-
-    # -- processed audio: the same single crossing, per buffer -----------------------------
     def _on_worker_audio(self, chunk: AudioChunk) -> None:
         """Audio worker thread: the server's audio hooks, then one hand-over to the loop."""
         hooks = self._audio_hooks() if self._audio_hooks is not None else ()
@@ -170,31 +147,22 @@ class Session:
                 hook(self.id, chunk)
             except Exception:
                 logger.exception("WHIP: %s audio hook failed", self.id[:8])
-        if self._audio_subscribers and not self.closed:
-            with contextlib.suppress(RuntimeError):  # loop closed: the server is stopping
-                self.loop.call_soon_threadsafe(self._deliver_audio, chunk)
+        if not self.closed:
+            self._audio.deliver_soon(chunk)
 
-    def _deliver_audio(self, chunk: AudioChunk) -> None:
-        for subscriber in list(self._audio_subscribers):
-            try:
-                subscriber(chunk)
-            except Exception:
-                logger.exception("WHIP: %s audio subscriber failed", self.id[:8])
+    def subscribe_frames(self, subscriber: FrameHook) -> Callable[[], None]:
+        """Call ``subscriber(processed)`` on the loop for each processed frame; returns the
+        function that ends the subscription (closing the session ends it too)."""
+        return self._frames.subscribe(subscriber)
 
     def subscribe_audio(self, subscriber: Callable[[AudioChunk], None]) -> Callable[[], None]:
         """Call ``subscriber(chunk)`` on the loop for each processed audio buffer; returns
         the function that ends the subscription (closing the session ends it too)."""
-        self._audio_subscribers.append(subscriber)
-
-        def cancel() -> None:
-            with contextlib.suppress(ValueError):
-                self._audio_subscribers.remove(subscriber)
-
-        return cancel
+        return self._audio.subscribe(subscriber)
 
     @property
-    def audio_subscribers(self) -> int:
-        return len(self._audio_subscribers)
+    def frame_subscribers(self) -> int:
+        return len(self._frames)
 
     def send(self, track: MediaStreamTrack) -> None:
         """Add a track this session sends back; it is stopped when the session closes."""
@@ -349,8 +317,8 @@ class Session:
         """Drop every reference a closed session holds (frames, tracks, tasks, subscribers,
         aiortc's handlers) so that it and its peer connection are freed by reference
         counting, without waiting for the cycle collector (see ``rtc/teardown.py``)."""
-        self._frame_subscribers.clear()
-        self._audio_subscribers.clear()
+        self._frames.clear()
+        self._audio.clear()
         self._audio_hooks = None
         self._tasks.clear()
         self._outgoing.clear()

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from ..graph import NodeError, PromptError
+from ..streams import audio_buffer_ms
 from .convert import apply_stream_rules, check_shape, errors_from_validation
 from .live_nodes import LiveIO, current_io
 from .startup import ComfyUIRuntime, start_comfyui
@@ -254,13 +255,7 @@ class ComfyUIPrompt:
     @property
     def audio_buffer_ms(self) -> float | None:
         """The first LoadAudioTensor's ``buffer_size`` (ms); None without one."""
-        for graph in self._graphs:
-            for node_id in sorted(graph.api, key=_key):
-                node = graph.api[node_id]
-                if node.get("class_type") == "LoadAudioTensor":
-                    value = node.get("inputs", {}).get("buffer_size", 500.0)
-                    return float(value) if isinstance(value, (int, float)) else 500.0
-        return None
+        return audio_buffer_ms(g.api for g in self._graphs)
 
     def _run(
         self, io_in: dict[str, Any], timings: dict[str, float] | None, kind: str = "image"

@@ -1,8 +1,9 @@
 """Audio ends of the stream, after ComfyStream's ``LoadAudioTensor``/``SaveAudioTensor``.
 
 AUDIO is ComfyUI's dict ``{"waveform": tensor [B, channels, samples], "sample_rate": int}``.
-ComfyStream buffers ``buffer_size`` milliseconds before running; here the caller hands over
-whatever chunk it has (``Prompt.run_audio``), so ``buffer_size`` is accepted and ignored.
+ComfyStream's node waits until ``buffer_size`` milliseconds have arrived; here the session's
+audio worker (``pipeline/audio.py``) collects them before the run (``Prompt.audio_buffer_ms``
+reads the input), and the node returns the chunk it is handed (``Prompt.run_audio``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def check_audio(value: Any) -> dict[str, Any]:
 
 
 class LoadAudioTensor:
-    """The current audio chunk (AUDIO). ``buffer_size`` (ms) is kept for ComfyStream prompts."""
+    """The current audio chunk (AUDIO); ``buffer_size`` (ms) sets its length (see above)."""
 
     CATEGORY = "audio_utils"
     RETURN_TYPES = ("AUDIO",)
